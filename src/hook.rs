@@ -1,0 +1,179 @@
+//! The `oci-volume-hook` command: OCI hook, podman precreate hook and dry-run planner.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, anyhow};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::logging::{self, Sink};
+use crate::prepare::{Action, MountPlan, Mode, Preparer};
+use crate::spec::{self, View};
+
+pub const BIN: &str = "oci-volume-hook";
+
+/// Prepares bind-mount sources inside tenant chroots: creates them with the type the image
+/// needs and gives them to the host ids the container user maps to, never acting outside
+/// the chroot.
+#[derive(Parser, Debug)]
+#[command(name = BIN, version, about, long_about = None)]
+struct Cli {
+    /// Configuration file [default: $OCI_VOLUME_HOOK_CONFIG, else /etc/oci-volume-hook/config.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// OCI hook (the default): the OCI state on stdin, then <bundle>/config.json.
+    /// Fixes ownership at prestart/createRuntime; refuses sources the host would resolve
+    /// differently from the chroot, as a hook cannot rewrite the config.
+    Hook,
+    /// podman's precreate stage: config.json on stdin, the prepared config.json on stdout.
+    Precreate,
+    /// Dry run: what would be done for each mount of a bundle, and why. Touches nothing.
+    /// Exits 1 when a mount would be refused.
+    Plan {
+        /// The bundle directory (holding config.json)
+        #[arg(long, value_name = "DIR")]
+        bundle: PathBuf,
+        /// Machine-readable output (documented in README)
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            // No configuration, no log settings: stderr is all there is.
+            logging::report_failure(Sink::Stderr, BIN, &e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let sink = logging::init(&config.log, BIN);
+    let result = match cli.command.unwrap_or(Command::Hook) {
+        Command::Hook => run_hook(&config, io::stdin().lock()),
+        Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
+        Command::Plan { bundle, json } => run_plan(&config, &bundle, json, &mut io::stdout().lock()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            logging::report_failure(sink, BIN, &e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The OCI hook: state on stdin names the bundle.
+pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
+    let state = spec::read_json(stdin, "OCI state on stdin")?;
+    let id = state.get("id").and_then(Value::as_str).unwrap_or("-").to_string();
+    let _span = tracing::info_span!("container", id = %id).entered();
+    let bundle = state
+        .get("bundle")
+        .and_then(Value::as_str)
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| anyhow!("OCI state on stdin has no bundle"))?;
+    let bundle = Path::new(bundle);
+    let doc = spec::read_bundle_config(bundle)?;
+    let view = View::of(&doc, bundle)?;
+    let plans = Preparer::new(config, &view, Mode::Hook).prepare()?;
+    log_done(&plans);
+    Ok(true)
+}
+
+/// podman's precreate stage: the config on stdin, the prepared config on stdout. Nothing is
+/// written to stdout unless preparation succeeded.
+pub fn run_precreate(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Result<bool> {
+    let mut doc = spec::read_json(stdin, "config.json on stdin")?;
+    let id = container_id(&doc);
+    let _span = tracing::info_span!("container", id = %id).entered();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    rewrite(config, &mut doc, &cwd)?;
+    serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
+    stdout.flush().context("writing config.json to stdout")?;
+    Ok(true)
+}
+
+/// Prepares the sources of `doc` and points each mount at what was prepared.
+pub fn rewrite(config: &Config, doc: &mut Value, bundle: &Path) -> Result<Vec<MountPlan>> {
+    let view = View::of(doc, bundle)?;
+    let plans = Preparer::new(config, &view, Mode::Rewrite).prepare()?;
+    for p in &plans {
+        if let Some(resolved) = &p.resolved_source {
+            spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
+            tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
+        }
+    }
+    log_done(&plans);
+    Ok(plans)
+}
+
+fn log_done(plans: &[MountPlan]) {
+    let changed = plans.iter().filter(|p| p.action != Action::Nothing).count();
+    let in_chroots = plans.iter().filter(|p| p.chroot.is_some()).count();
+    tracing::info!("{in_chroots} mount(s) in chroots, {changed} changed");
+}
+
+/// A name for log lines when only config.json is at hand.
+pub fn container_id(doc: &Value) -> String {
+    const KEYS: [&str; 3] = ["io.kubernetes.cri-o.ContainerID", "io.container.id", "io.podman.annotations.name"];
+    KEYS.iter()
+        .find_map(|k| doc.pointer(&format!("/annotations/{}", k.replace('/', "~1"))).and_then(Value::as_str))
+        .or_else(|| doc.get("hostname").and_then(Value::as_str))
+        .unwrap_or("-")
+        .to_string()
+}
+
+/// The dry run. Returns false when some mount would be refused.
+pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write) -> Result<bool> {
+    let doc = spec::read_bundle_config(bundle)?;
+    let view = View::of(&doc, bundle)?;
+    let plans = Preparer::new(config, &view, Mode::Rewrite).plan()?;
+    let ok = plans.iter().all(|p| p.action != Action::Refuse);
+    if json {
+        let out_doc = serde_json::json!({ "version": 1, "bundle": bundle, "ok": ok, "mounts": plans });
+        serde_json::to_writer_pretty(&mut *out, &out_doc)?;
+        writeln!(out)?;
+    } else {
+        for p in &plans {
+            writeln!(out, "{}", describe(p))?;
+        }
+    }
+    Ok(ok)
+}
+
+fn describe(p: &MountPlan) -> String {
+    let action = serde_json::to_value(p.action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let mut line = format!("{:<12} {}", action, p.destination.display());
+    if let Some(s) = &p.source {
+        line += &format!(" <- {}", s.display());
+    }
+    if let Some(r) = &p.resolved_source {
+        line += &format!(" (resolved: {})", r.display());
+    }
+    let mut facts = Vec::new();
+    if let Some(c) = &p.chroot {
+        facts.push(format!("chroot {}", c.display()));
+    }
+    if let Some(w) = p.wanted {
+        facts.push(format!("image wants {}", serde_json::to_value(w).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+    }
+    if let Some(o) = p.owner {
+        facts.push(format!("owner {}:{}", o.uid, o.gid));
+    }
+    if !facts.is_empty() {
+        line += &format!(" [{}]", facts.join(", "));
+    }
+    line + ": " + &p.reason
+}

@@ -1,0 +1,12 @@
+//! oci-volume-hook: prepares the bind-mount sources of OCI containers inside per-tenant
+//! chroots — the type the image needs, the owner the container user maps to — without ever
+//! acting outside the chroot.
+
+pub mod chroot;
+pub mod config;
+pub mod ownership;
+pub mod prepare;
+pub mod resolve;
+pub mod spec;
+pub mod hook;
+pub mod logging;

@@ -1,0 +1,312 @@
+//! Path resolution inside a root: symlinks resolve as if the root were `/`, `..` never climbs
+//! above it, and every step is taken through a descriptor.
+//!
+//! Each component is opened with `O_PATH|O_NOFOLLOW` relative to the descriptor of its
+//! parent; symlinks are read through their own descriptor and spliced into the walk, absolute
+//! ones restarting at the root; `..` pops the stack of descriptors already held, so it can
+//! never reach a directory the walk did not pass through. Nothing is re-resolved by path.
+//! (pathrs offers the same guarantees for whole paths, but a walk that stops at the first
+//! missing component and reports where it stopped is what creation needs.)
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+
+/// Linux's own limit on symlinks in one resolution.
+const MAX_SYMLINKS: u32 = 40;
+
+/// The type of a file, as far as the tool cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDevice,
+    BlockDevice,
+}
+
+impl Kind {
+    pub fn of(stat: &FileStat) -> Kind {
+        match SFlag::from_bits_truncate(stat.st_mode & SFlag::S_IFMT.bits()) {
+            SFlag::S_IFDIR => Kind::Dir,
+            SFlag::S_IFLNK => Kind::Symlink,
+            SFlag::S_IFIFO => Kind::Fifo,
+            SFlag::S_IFSOCK => Kind::Socket,
+            SFlag::S_IFCHR => Kind::CharDevice,
+            SFlag::S_IFBLK => Kind::BlockDevice,
+            _ => Kind::File,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Dir => "directory",
+            Kind::File => "regular file",
+            Kind::Symlink => "symlink",
+            Kind::Fifo => "FIFO",
+            Kind::Socket => "socket",
+            Kind::CharDevice => "character device",
+            Kind::BlockDevice => "block device",
+        })
+    }
+}
+
+/// An `O_PATH` descriptor with the stat taken through it.
+#[derive(Debug)]
+pub struct Node {
+    pub fd: OwnedFd,
+    pub stat: FileStat,
+    pub kind: Kind,
+}
+
+impl Node {
+    pub fn from_fd(fd: OwnedFd) -> Result<Node> {
+        let stat = fstat(&fd).context("fstat")?;
+        Ok(Node { kind: Kind::of(&stat), fd, stat })
+    }
+}
+
+/// An existing path, fully resolved.
+#[derive(Debug)]
+pub struct Found {
+    pub node: Node,
+    /// The parent directory and the name in it; `None` when the path resolved to the root.
+    pub parent: Option<(OwnedFd, OsString)>,
+    /// Where it is, relative to the root, with no symlinks left.
+    pub rel: PathBuf,
+    /// Whether a symlink was followed on the way.
+    pub via_symlink: bool,
+}
+
+/// The first component that does not exist.
+#[derive(Debug)]
+pub struct Missing {
+    /// The directory it would be created in.
+    pub parent: OwnedFd,
+    pub name: OsString,
+    /// `parent`'s path relative to the root.
+    pub parent_rel: PathBuf,
+    /// Whether more components follow the missing one (it must then be a directory).
+    pub is_last: bool,
+    pub via_symlink: bool,
+}
+
+#[derive(Debug)]
+pub enum Lookup {
+    Found(Found),
+    Missing(Missing),
+}
+
+/// A directory that paths are resolved in as if it were `/`.
+#[derive(Debug)]
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Root {
+    /// Opens the root itself. Its own path is the operator's (a configured chroot, a bundle's
+    /// rootfs) but no symlink is followed on it: a chroot swapped for a link is refused.
+    pub fn open(path: &Path) -> Result<Root> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let fd = match openat2(nix::fcntl::AT_FDCWD, path, how) {
+            Ok(fd) => fd,
+            // Kernels before 5.6: the last component at least must not be a symlink.
+            Err(Errno::ENOSYS) => open_nofollow(nix::fcntl::AT_FDCWD, path.as_os_str(), OFlag::O_DIRECTORY)?,
+            Err(Errno::ELOOP) => bail!("{} goes through a symlink", path.display()),
+            Err(Errno::ENOTDIR) => bail!("{} is not a directory", path.display()),
+            Err(Errno::ENOENT) => bail!("{} does not exist", path.display()),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        Ok(Root { fd, path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// The host path of something at `rel` inside the root.
+    pub fn host_path(&self, rel: &Path) -> PathBuf {
+        if rel.as_os_str().is_empty() { self.path.clone() } else { self.path.join(rel) }
+    }
+
+    /// Resolves `rel` inside the root, stopping at the first missing component.
+    pub fn lookup(&self, rel: &Path) -> Result<Lookup> {
+        let mut queue: VecDeque<OsString> = VecDeque::new();
+        push_front(&mut queue, rel);
+        let mut stack: Vec<(OwnedFd, OsString)> = Vec::new();
+        let mut links = 0;
+        let mut via_symlink = false;
+        while let Some(name) = queue.pop_front() {
+            if name == ".." {
+                stack.pop();
+                continue;
+            }
+            let cur = stack.last().map_or(self.fd.as_fd(), |(fd, _)| fd.as_fd());
+            let fd = match openat(cur, name.as_os_str(), OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT) => {
+                    let parent_rel = rel_of(&stack);
+                    let parent = match stack.pop() {
+                        Some((fd, _)) => fd,
+                        None => nix::unistd::dup(&self.fd).context("dup")?,
+                    };
+                    let is_last = queue.is_empty();
+                    return Ok(Lookup::Missing(Missing { parent, name, parent_rel, is_last, via_symlink }));
+                }
+                Err(e) => bail!("{}: {}", self.show(&stack, &name), e.desc()),
+            };
+            let node = Node::from_fd(fd)?;
+            if node.kind == Kind::Symlink {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    bail!("{}: too many levels of symbolic links", self.show(&stack, &name));
+                }
+                let target = readlinkat(&node.fd, "").context("readlink")?;
+                if target.is_empty() {
+                    bail!("{}: symlink with an empty target", self.show(&stack, &name));
+                }
+                let target = Path::new(&target);
+                if target.is_absolute() {
+                    stack.clear();
+                }
+                push_front(&mut queue, target);
+                via_symlink = true;
+                continue;
+            }
+            if !queue.is_empty() && node.kind != Kind::Dir {
+                bail!("{} is a {}, not a directory", self.show(&stack, &name), node.kind);
+            }
+            stack.push((node.fd, name));
+        }
+        let rel = rel_of(&stack);
+        let (node, parent) = match stack.pop() {
+            Some((fd, name)) => {
+                let parent = match stack.pop() {
+                    Some((p, _)) => p,
+                    None => nix::unistd::dup(&self.fd).context("dup")?,
+                };
+                (Node::from_fd(fd)?, Some((parent, name)))
+            }
+            None => (Node::from_fd(nix::unistd::dup(&self.fd).context("dup")?)?, None),
+        };
+        Ok(Lookup::Found(Found { node, parent, rel, via_symlink }))
+    }
+
+    fn show(&self, stack: &[(OwnedFd, OsString)], name: &OsStr) -> String {
+        self.host_path(&rel_of(stack).join(name)).display().to_string()
+    }
+}
+
+/// Opens `name` in `dir` without following a final symlink.
+pub fn open_nofollow<Fd: AsFd>(dir: Fd, name: &OsStr, extra: OFlag) -> Result<OwnedFd> {
+    openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra, Mode::empty())
+        .with_context(|| format!("opening {}", Path::new(name).display()))
+}
+
+fn rel_of(stack: &[(OwnedFd, OsString)]) -> PathBuf {
+    stack.iter().map(|(_, n)| n.as_os_str()).collect()
+}
+
+/// Puts the components of `path` in front of the queue; `.` and the root are dropped.
+fn push_front(queue: &mut VecDeque<OsString>, path: &Path) {
+    for c in path.components().rev() {
+        match c {
+            Component::Normal(n) => queue.push_front(n.to_os_string()),
+            Component::ParentDir => queue.push_front("..".into()),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn found(l: Lookup) -> Found {
+        match l {
+            Lookup::Found(f) => f,
+            Lookup::Missing(m) => panic!("missing {:?} in {:?}", m.name, m.parent_rel),
+        }
+    }
+
+    #[test]
+    fn symlinks_resolve_inside_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("usr/share/zoneinfo")).unwrap();
+        std::fs::write(r.join("usr/share/zoneinfo/UTC"), "tz").unwrap();
+        std::fs::create_dir(r.join("etc")).unwrap();
+        symlink("/usr/share/zoneinfo/UTC", r.join("etc/localtime")).unwrap();
+        symlink("../../../../../../usr", r.join("etc/up")).unwrap();
+        let root = Root::open(r).unwrap();
+        let f = found(root.lookup(Path::new("etc/localtime")).unwrap());
+        assert_eq!(f.node.kind, Kind::File);
+        assert_eq!(f.rel, Path::new("usr/share/zoneinfo/UTC"));
+        assert!(f.via_symlink);
+        let f = found(root.lookup(Path::new("etc/up/share")).unwrap());
+        assert_eq!(f.rel, Path::new("usr/share"));
+        let f = found(root.lookup(Path::new("etc")).unwrap());
+        assert!(!f.via_symlink);
+    }
+
+    #[test]
+    fn missing_reports_where_it_stopped() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir_all(r.join("releases/v1")).unwrap();
+        symlink("/releases/v3", r.join("current")).unwrap();
+        let root = Root::open(r).unwrap();
+        match root.lookup(Path::new("current/data/x")).unwrap() {
+            Lookup::Missing(m) => {
+                assert_eq!(m.name, "v3");
+                assert_eq!(m.parent_rel, Path::new("releases"));
+                assert!(!m.is_last);
+                assert!(m.via_symlink);
+            }
+            Lookup::Found(_) => panic!("found"),
+        }
+    }
+
+    #[test]
+    fn loops_and_files_in_the_middle_are_errors() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        symlink("b", r.join("a")).unwrap();
+        symlink("a", r.join("b")).unwrap();
+        std::fs::write(r.join("f"), "").unwrap();
+        let root = Root::open(r).unwrap();
+        let e = root.lookup(Path::new("a/x")).unwrap_err().to_string();
+        assert!(e.contains("too many levels"), "{e}");
+        let e = root.lookup(Path::new("f/x")).unwrap_err().to_string();
+        assert!(e.contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn root_that_is_a_symlink_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("real")).unwrap();
+        symlink("real", t.path().join("link")).unwrap();
+        assert!(Root::open(&t.path().join("link")).is_err());
+        assert!(Root::open(&t.path().join("real")).is_ok());
+        assert!(Root::open(&t.path().join("nope")).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! Reading a runtime config.json, and the one edit the tool makes to it.
+//!
+//! The document stays a `serde_json::Value` so that writing it back keeps every field the
+//! engine put there; typed oci-spec structs are only used to read parts of it.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use oci_spec::runtime::{LinuxIdMapping, Mount};
+use serde_json::Value;
+
+/// config.json and OCI state documents larger than this are refused rather than parsed.
+pub const MAX_DOCUMENT: u64 = 64 << 20;
+
+/// Reads one JSON document, refusing oversized input.
+pub fn read_json(mut input: impl Read, what: &str) -> Result<Value> {
+    let mut buf = Vec::new();
+    input.by_ref().take(MAX_DOCUMENT + 1).read_to_end(&mut buf).with_context(|| format!("reading {what}"))?;
+    if buf.len() as u64 > MAX_DOCUMENT {
+        bail!("{what} is larger than {} MiB", MAX_DOCUMENT >> 20);
+    }
+    serde_json::from_slice(&buf).with_context(|| format!("{what} is not valid JSON"))
+}
+
+/// Reads `<bundle>/config.json`.
+pub fn read_bundle_config(bundle: &Path) -> Result<Value> {
+    let path = bundle.join("config.json");
+    let file = std::fs::File::open(&path).with_context(|| format!("bundle {}: cannot open config.json", bundle.display()))?;
+    read_json(file, &path.display().to_string())
+}
+
+/// One entry of `mounts`, with its position so it can be edited in place.
+#[derive(Debug, Clone)]
+pub struct BindMount {
+    pub index: usize,
+    pub destination: PathBuf,
+    pub source: PathBuf,
+}
+
+/// What the tool needs to know from a config.json.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The rootfs, made absolute against the bundle.
+    pub rootfs: Option<PathBuf>,
+    pub binds: Vec<BindMount>,
+    /// Mounts that are not bind mounts: (index, destination, type).
+    pub others: Vec<(usize, PathBuf, String)>,
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    pub gid_mappings: Vec<LinuxIdMapping>,
+    /// `process.user` uid and gid; 0/0 when absent.
+    pub user: (u32, u32),
+    pub annotations: serde_json::Map<String, Value>,
+}
+
+impl View {
+    /// `base` is where a relative `root.path` is taken from (the bundle directory).
+    pub fn of(doc: &Value, base: &Path) -> Result<View> {
+        if !doc.is_object() {
+            bail!("config.json is not a JSON object");
+        }
+        let rootfs = match doc.pointer("/root/path") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(p)) if !p.is_empty() => Some(base.join(p)),
+            Some(other) => bail!("config.json: root.path is not a path: {other}"),
+        };
+        let mut binds = Vec::new();
+        let mut others = Vec::new();
+        if let Some(mounts) = doc.get("mounts").filter(|m| !m.is_null()) {
+            let mounts = mounts.as_array().ok_or_else(|| anyhow!("config.json: mounts is not an array"))?;
+            for (index, m) in mounts.iter().enumerate() {
+                let m: Mount = serde_json::from_value(m.clone()).with_context(|| format!("config.json: mounts[{index}]"))?;
+                let typ = m.typ().clone().unwrap_or_default();
+                let has_opt = |o: &str| m.options().as_ref().is_some_and(|opts| opts.iter().any(|x| x == o));
+                let is_bind = typ == "bind" || has_opt("bind") || has_opt("rbind");
+                match m.source() {
+                    Some(source) if is_bind => {
+                        binds.push(BindMount { index, destination: m.destination().clone(), source: source.clone() })
+                    }
+                    _ => others.push((index, m.destination().clone(), typ)),
+                }
+            }
+        }
+        let mappings = |key: &str| -> Result<Vec<LinuxIdMapping>> {
+            match doc.pointer(&format!("/linux/{key}")) {
+                None | Some(Value::Null) => Ok(Vec::new()),
+                Some(v) => serde_json::from_value(v.clone()).with_context(|| format!("config.json: linux.{key}")),
+            }
+        };
+        let id = |key: &str| -> Result<u32> {
+            match doc.pointer(&format!("/process/user/{key}")) {
+                None | Some(Value::Null) => Ok(0),
+                Some(v) => v
+                    .as_u64()
+                    .and_then(|n| u32::try_from(n).ok())
+                    .ok_or_else(|| anyhow!("config.json: process.user.{key} is not a 32-bit id: {v}")),
+            }
+        };
+        let annotations = match doc.get("annotations") {
+            Some(Value::Object(a)) => a.clone(),
+            _ => Default::default(),
+        };
+        Ok(View {
+            rootfs,
+            binds,
+            others,
+            uid_mappings: mappings("uidMappings")?,
+            gid_mappings: mappings("gidMappings")?,
+            user: (id("uid")?, id("gid")?),
+            annotations,
+        })
+    }
+}
+
+/// Points `mounts[index].source` at `source`, leaving every other field as it was.
+pub fn set_source(doc: &mut Value, index: usize, source: &Path) -> Result<()> {
+    let source = source.to_str().ok_or_else(|| anyhow!("resolved source {} is not UTF-8", source.display()))?;
+    let slot = doc
+        .pointer_mut(&format!("/mounts/{index}/source"))
+        .ok_or_else(|| anyhow!("config.json: mounts[{index}] has no source"))?;
+    *slot = Value::String(source.to_string());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn finds_bind_mounts_and_keeps_the_rest() {
+        let doc = json!({
+            "ociVersion": "1.0.2", "root": {"path": "rootfs"},
+            "process": {"user": {"uid": 1000, "gid": 100}},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/etc/localtime", "type": "bind", "source": "/c/t/etc/localtime", "options": ["ro"]},
+                {"destination": "/data", "source": "/c/t/data", "options": ["rbind", "rw"]},
+                {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs"}
+            ],
+            "linux": {"uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]},
+            "x-unknown": {"kept": true}
+        });
+        let v = View::of(&doc, Path::new("/bundle")).unwrap();
+        assert_eq!(v.rootfs.as_deref(), Some(Path::new("/bundle/rootfs")));
+        assert_eq!(v.binds.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(v.others.len(), 2);
+        assert_eq!(v.user, (1000, 100));
+        assert_eq!(v.uid_mappings.len(), 1);
+        assert!(v.gid_mappings.is_empty());
+
+        let mut doc2 = doc.clone();
+        set_source(&mut doc2, 1, Path::new("/c/t/usr/share/zoneinfo/UTC")).unwrap();
+        assert_eq!(doc2["mounts"][1]["source"], "/c/t/usr/share/zoneinfo/UTC");
+        assert_eq!(doc2["mounts"][1]["options"], json!(["ro"]));
+        assert_eq!(doc2["x-unknown"], json!({"kept": true}));
+        doc2["mounts"][1]["source"] = doc["mounts"][1]["source"].clone();
+        assert_eq!(doc, doc2);
+    }
+
+    #[test]
+    fn bad_documents() {
+        assert!(View::of(&json!([1]), Path::new("/")).is_err());
+        assert!(View::of(&json!({"mounts": {}}), Path::new("/")).is_err());
+        assert!(View::of(&json!({"mounts": [{"type": "bind"}]}), Path::new("/")).is_err());
+        assert!(View::of(&json!({"process": {"user": {"uid": -1}}}), Path::new("/")).is_err());
+        assert!(View::of(&json!({"root": {"path": 3}}), Path::new("/")).is_err());
+        assert!(View::of(&json!({"linux": {"uidMappings": [{"containerID": "x"}]}}), Path::new("/")).is_err());
+        assert!(View::of(&json!({}), Path::new("/")).unwrap().rootfs.is_none());
+    }
+
+    #[test]
+    fn oversized_and_malformed_input() {
+        assert!(read_json(&b"{\"a\":"[..], "stdin").is_err());
+        let big = std::io::repeat(b' ').take(MAX_DOCUMENT + 10);
+        let err = read_json(big, "stdin").unwrap_err();
+        assert!(err.to_string().contains("larger than"));
+    }
+}

@@ -1,0 +1,273 @@
+//! Test fixtures: tenant chroots, busybox rootfs, bundles, engines, and snapshots of host
+//! paths that must not change.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+pub const HOOK: &str = env!("CARGO_BIN_EXE_oci-volume-hook");
+
+/// Whether a missing engine or missing root must fail the test instead of skipping it.
+pub fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") || std::env::var_os("OCI_VOLUME_HOOK_REQUIRE_E2E").is_some()
+}
+
+/// `true` when running as root; otherwise skips (or fails in CI).
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(!required(), "{test}: needs root, and CI requires every test to run");
+    eprintln!("SKIP {test}: needs root");
+    false
+}
+
+/// The path of an engine binary; skips (or fails in CI) when it is not installed.
+pub fn engine(test: &str, name: &str) -> Option<PathBuf> {
+    if !root_or_skip(test) {
+        return None;
+    }
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return Some(p);
+        }
+    }
+    assert!(!required(), "{test}: {name} is not installed, and CI requires end-to-end tests to run");
+    eprintln!("SKIP {test}: {name} is not installed");
+    None
+}
+
+/// A scratch area: `base/<tenant>` chroots, a config file, a log file.
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new() -> Fixture {
+        // Under /var/tmp rather than /tmp: some engines refuse tmpfs quirks, and a tmpfs /tmp
+        // would put chroot and host on different filesystems than in production.
+        let dir = tempfile::Builder::new().prefix("ovh-test-").tempdir_in("/var/tmp").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = Fixture { dir };
+        std::fs::create_dir_all(f.base()).unwrap();
+        f.write_config("");
+        f
+    }
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    /// The directory whose children are tenant chroots.
+    pub fn base(&self) -> PathBuf {
+        self.path().join("containerdata")
+    }
+    pub fn tenant(&self, name: &str) -> PathBuf {
+        let p = self.base().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("config.toml")
+    }
+    pub fn log_path(&self) -> PathBuf {
+        self.path().join("hook.log")
+    }
+    /// Writes config.toml: the chroot pattern and a log file, plus `extra` lines.
+    pub fn write_config(&self, extra: &str) {
+        let text = format!(
+            "chroots = [\"{}/*\"]\n{extra}\n[log]\nlevel = \"debug\"\ntarget = \"file\"\nfile = \"{}\"\n",
+            self.base().display(),
+            self.log_path().display()
+        );
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+    /// A bundle directory with a busybox rootfs.
+    pub fn bundle(&self, name: &str) -> PathBuf {
+        let b = self.path().join(name);
+        make_rootfs(&b.join("rootfs"));
+        b
+    }
+    /// Runs the hook binary with this fixture's config.
+    pub fn hook(&self, args: &[&str], stdin: &[u8]) -> Output {
+        run_with_stdin(Command::new(HOOK).arg("--config").arg(self.config_path()).args(args), stdin)
+    }
+}
+
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the failure contract: non-zero exit, exactly one stderr line, starting with the
+/// binary's name and containing every `needles` part.
+pub fn assert_one_line_error(o: &Output, bin: &str, needles: &[&str]) -> String {
+    assert!(!o.status.success(), "expected failure, got success; stderr: {}", stderr(o));
+    let err = stderr(o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got: {err:?}");
+    assert!(lines[0].starts_with(&format!("{bin}: ")), "{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "{n:?} not in {err:?}");
+    }
+    lines[0].to_string()
+}
+
+/// A minimal rootfs: busybox-static, `/etc/localtime -> /usr/share/zoneinfo/UTC` (a file).
+pub fn make_rootfs(rootfs: &Path) {
+    for d in ["bin", "etc", "usr/share/zoneinfo", "data", "proc", "dev", "sys", "tmp"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+    if let Some(bb) = busybox {
+        std::fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
+        let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh"));
+    }
+    std::fs::write(rootfs.join("usr/share/zoneinfo/UTC"), b"TZif2-image-UTC\n").unwrap();
+    let _ = std::os::unix::fs::symlink("/usr/share/zoneinfo/UTC", rootfs.join("etc/localtime"));
+    std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
+    std::fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
+}
+
+/// A bind mount entry for config.json.
+pub fn bind(source: &Path, destination: &str, ro: bool) -> Value {
+    let mut opts = vec!["rbind"];
+    if ro {
+        opts.push("ro");
+    }
+    json!({"destination": destination, "type": "bind", "source": source, "options": opts})
+}
+
+/// A runc-ready config.json running `script` with `sh -c`.
+pub fn runc_config(script: &str, mounts: Vec<Value>, userns: Option<u32>) -> Value {
+    let mut all = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
+    ];
+    all.extend(mounts);
+    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"}), json!({"type": "network"})];
+    let mut linux = json!({
+        "maskedPaths": ["/proc/kcore"],
+        "readonlyPaths": ["/proc/sys"],
+    });
+    if let Some(host) = userns {
+        namespaces.push(json!({"type": "user"}));
+        linux["uidMappings"] = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+        linux["gidMappings"] = json!([{"containerID": 0, "hostID": host, "size": 65536}]);
+    }
+    linux["namespaces"] = Value::Array(namespaces);
+    json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["/bin/sh", "-c", script],
+            "env": ["PATH=/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {
+                "bounding": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"],
+                "effective": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"],
+                "permitted": ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_SETUID", "CAP_SETGID", "CAP_KILL"]
+            },
+            "noNewPrivileges": true,
+            "x-unknown-field": {"kept": [1, 2, 3]}
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": "ovh-test",
+        "mounts": all,
+        "linux": linux,
+        "annotations": {"org.example.kept": "yes"}
+    })
+}
+
+pub fn write_config_json(bundle: &Path, doc: &Value) {
+    std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+}
+
+/// Runs `runc run` in `bundle` with a private state root; returns the output.
+pub fn runc_run(runc: &Path, bundle: &Path, id: &str) -> Output {
+    let state = bundle.join("runc-state");
+    Command::new(runc)
+        .arg("--root")
+        .arg(&state)
+        .args(["run", id])
+        .current_dir(bundle)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Everything below `root`, without following symlinks: kind, mode, owner, mtime, size,
+/// link target. Two snapshots differ if anything was created, removed, changed or chowned.
+pub type Snapshot = BTreeMap<PathBuf, String>;
+
+pub fn snapshot(root: &Path) -> Snapshot {
+    let mut out = BTreeMap::new();
+    walk(root, &mut out);
+    out
+}
+
+fn walk(p: &Path, out: &mut Snapshot) {
+    let Ok(md) = std::fs::symlink_metadata(p) else { return };
+    let target = if md.file_type().is_symlink() { std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default() } else { String::new() };
+    out.insert(
+        p.to_path_buf(),
+        format!("mode={:o} uid={} gid={} mtime={}.{} size={} nlink={} -> {}", md.mode(), md.uid(), md.gid(), md.mtime(), md.mtime_nsec(), md.size(), md.nlink(), target),
+    );
+    if md.is_dir() {
+        let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        entries.sort();
+        for e in entries {
+            walk(&e, out);
+        }
+    }
+}
+
+pub fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
+    if before != after {
+        let mut diff = Vec::new();
+        for (k, v) in before {
+            match after.get(k) {
+                None => diff.push(format!("removed {}", k.display())),
+                Some(w) if w != v => diff.push(format!("changed {}: {v} => {w}", k.display())),
+                _ => {}
+            }
+        }
+        for k in after.keys().filter(|k| !before.contains_key(*k)) {
+            diff.push(format!("created {}", k.display()));
+        }
+        panic!("{what}: host paths outside the chroot changed:\n{}", diff.join("\n"));
+    }
+}
+
+pub fn owner_of(p: &Path) -> (u32, u32) {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    (md.uid(), md.gid())
+}
+
+pub fn is_file(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).map(|m| m.file_type().is_file()).unwrap_or(false)
+}
+
+pub fn is_dir(p: &Path) -> bool {
+    std::fs::symlink_metadata(p).map(|m| m.file_type().is_dir()).unwrap_or(false)
+}

@@ -1,0 +1,102 @@
+//! End to end with the real podman 4.3: the precreate hook stage, with a user namespace.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde_json::json;
+
+/// podman with every root, socket and temp dir inside the fixture.
+fn podman(bin: &Path, f: &Fixture, hooks_dir: &Path, args: &[&str]) -> Output {
+    let p = f.path();
+    let conf = p.join("containers.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, "").unwrap();
+    }
+    Command::new(bin)
+        .env("CONTAINERS_CONF", &conf)
+        .arg("--root")
+        .arg(p.join("podman/root"))
+        .arg("--runroot")
+        .arg(p.join("podman/run"))
+        .arg("--tmpdir")
+        .arg(p.join("podman/tmp"))
+        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"])
+        .arg("--hooks-dir")
+        .arg(hooks_dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn chown_tree(p: &Path, id: u32) {
+    nix::unistd::fchownat(nix::fcntl::AT_FDCWD, p, Some(id.into()), Some(id.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), id);
+        }
+    }
+}
+
+fn hooks_dir(f: &Fixture) -> PathBuf {
+    let d = f.path().join("hooks.d");
+    std::fs::create_dir_all(&d).unwrap();
+    let hook = json!({
+        "version": "1.0.0",
+        "hook": {"path": HOOK, "args": ["oci-volume-hook", "--config", f.config_path(), "precreate"]},
+        "when": {"always": true},
+        "stages": ["precreate"]
+    });
+    std::fs::write(d.join("oci-volume-hook.json"), serde_json::to_vec_pretty(&hook).unwrap()).unwrap();
+    d
+}
+
+#[test]
+fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
+    let Some(bin) = engine("podman_precreate", "podman") else { return };
+    let _ = engine("podman_precreate", "runc").expect("podman runs runc here");
+    let f = Fixture::new();
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
+    let rootfs = f.bundle("b").join("rootfs");
+    chown_tree(&rootfs, 200000); // --uidmap with --rootfs wants the rootfs owned by mapped root
+    let empty = f.path().join("no-hooks.d");
+    std::fs::create_dir_all(&empty).unwrap();
+    let volume = format!("{}:/etc/localtime", t.join("etc/localtime").display());
+    let run = |hooks: &Path, script: &str| {
+        podman(
+            &bin,
+            &f,
+            hooks,
+            &[
+                "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                "--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536",
+                "-v", &volume, "--rootfs", rootfs.to_str().unwrap(), "/bin/sh", "-c", script,
+            ],
+        )
+    };
+
+    let o = run(&empty, "echo started");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not a directory"), "{}", stderr(&o));
+
+    let hooks = hooks_dir(&f);
+    let o = run(&hooks, "test -f /etc/localtime && echo started-with-a-file");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "started-with-a-file\n");
+    assert!(is_file(&t.join("etc/localtime")));
+    assert_eq!(owner_of(&t.join("etc/localtime")), (200000, 200000));
+    assert!(f.log().contains("created file"), "{}", f.log());
+
+    // A refusal stops the container; the reason is in the hook's log (podman drops stderr).
+    std::fs::remove_file(t.join("etc/localtime")).unwrap();
+    std::fs::create_dir_all(t.join("etc/localtime/keep")).unwrap();
+    let o = run(&hooks, "echo should-not-start");
+    assert!(!o.status.success());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("should-not-start"));
+    assert!(f.log().contains("non-empty directory"), "{}", f.log());
+    assert!(t.join("etc/localtime/keep").is_dir());
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on Debian as root, installing the engines it needs first.
+# End-to-end tests start their own runc, podman, containerd and dockerd with private roots,
+# sockets and temp dirs; here they are required: a missing engine fails, it never skips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+command -v cargo >/dev/null || { echo "tests/run.sh: cargo (Rust >= 1.85) is needed: install it with rustup" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root: the tests chown, mount and start engines" >&2; exit 1; }
+
+packages=(runc podman busybox-static docker.io containerd jq)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "tests/run.sh: installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+export OCI_VOLUME_HOOK_REQUIRE_E2E=1
+cargo build --locked --release --bins
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"

@@ -45,14 +45,19 @@ impl Pattern {
             parts.push(match c {
                 "*" => Part::Any,
                 "." | ".." => bail!("chroot pattern {text:?} contains {c:?}"),
-                c if c.contains('*') => bail!("chroot pattern {text:?}: `*` must be a whole path component"),
+                c if c.contains('*') => {
+                    bail!("chroot pattern {text:?}: `*` must be a whole path component")
+                }
                 c => Part::Literal(c.into()),
             });
         }
         if parts.is_empty() {
             bail!("chroot pattern {text:?} would make the whole host a chroot");
         }
-        Ok(Pattern { text: text.to_string(), parts })
+        Ok(Pattern {
+            text: text.to_string(),
+            parts,
+        })
     }
 
     fn matches(&self, comps: &[&OsStr]) -> bool {
@@ -105,7 +110,9 @@ pub fn locate(patterns: &[Pattern], source: &Path) -> Result<Option<InChroot>> {
     for p in patterns {
         if p.matches(&comps) && comps.len() > p.parts.len() {
             let n = p.parts.len();
-            let chroot: PathBuf = std::iter::once(OsStr::new("/")).chain(comps[..n].iter().copied()).collect();
+            let chroot: PathBuf = std::iter::once(OsStr::new("/"))
+                .chain(comps[..n].iter().copied())
+                .collect();
             let rel: PathBuf = comps[n..].iter().collect();
             return Ok(Some(InChroot { chroot, rel }));
         }
@@ -124,10 +131,15 @@ mod tests {
     #[test]
     fn star_is_one_component() {
         let p = pats(&["/containerdata/*"]);
-        let got = locate(&p, Path::new("/containerdata/user-toto/etc/localtime")).unwrap().unwrap();
+        let got = locate(&p, Path::new("/containerdata/user-toto/etc/localtime"))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.chroot, Path::new("/containerdata/user-toto"));
         assert_eq!(got.rel, Path::new("etc/localtime"));
-        assert_eq!(locate(&p, Path::new("/containerdata/user-toto")).unwrap(), None);
+        assert_eq!(
+            locate(&p, Path::new("/containerdata/user-toto")).unwrap(),
+            None
+        );
         assert_eq!(locate(&p, Path::new("/containerdata")).unwrap(), None);
         assert_eq!(locate(&p, Path::new("/other/user-toto/x")).unwrap(), None);
     }
@@ -135,14 +147,26 @@ mod tests {
     #[test]
     fn prefix_of_a_name_is_not_inside() {
         let p = pats(&["/containerdata/user-toto"]);
-        assert_eq!(locate(&p, Path::new("/containerdata/user-toto2/x")).unwrap(), None);
-        assert!(locate(&p, Path::new("/containerdata/user-toto/x")).unwrap().is_some());
+        assert_eq!(
+            locate(&p, Path::new("/containerdata/user-toto2/x")).unwrap(),
+            None
+        );
+        assert!(
+            locate(&p, Path::new("/containerdata/user-toto/x"))
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
     fn slashes_and_dots_are_normalized() {
         let p = pats(&["/containerdata/*"]);
-        let got = locate(&p, Path::new("//containerdata//user-toto/./etc//localtime/")).unwrap().unwrap();
+        let got = locate(
+            &p,
+            Path::new("//containerdata//user-toto/./etc//localtime/"),
+        )
+        .unwrap()
+        .unwrap();
         assert_eq!(got.chroot, Path::new("/containerdata/user-toto"));
         assert_eq!(got.rel, Path::new("etc/localtime"));
     }
@@ -157,7 +181,9 @@ mod tests {
     #[test]
     fn star_in_the_middle() {
         let p = pats(&["/srv/*/chroot"]);
-        let got = locate(&p, Path::new("/srv/t1/chroot/data")).unwrap().unwrap();
+        let got = locate(&p, Path::new("/srv/t1/chroot/data"))
+            .unwrap()
+            .unwrap();
         assert_eq!(got.chroot, Path::new("/srv/t1/chroot"));
         assert_eq!(locate(&p, Path::new("/srv/t1/other/data")).unwrap(), None);
     }

@@ -50,7 +50,11 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { level: "info".into(), target: LogTarget::Auto, file: None }
+        Log {
+            level: "info".into(),
+            target: LogTarget::Auto,
+            file: None,
+        }
     }
 }
 
@@ -78,12 +82,17 @@ impl Default for Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+        let config: Config =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
         if config.log.target == LogTarget::File && config.log.file.is_none() {
             bail!("log.target = \"file\" needs log.file");
         }
-        if !["off", "error", "warn", "info", "debug", "trace"].contains(&config.log.level.as_str()) {
-            bail!("log.level {:?} is not one of off, error, warn, info, debug, trace", config.log.level);
+        if !["off", "error", "warn", "info", "debug", "trace"].contains(&config.log.level.as_str())
+        {
+            bail!(
+                "log.level {:?} is not one of off, error, warn, info, debug, trace",
+                config.log.level
+            );
         }
         if config.runtime.is_empty() {
             bail!("runtime must not be empty");
@@ -94,7 +103,9 @@ impl Config {
     /// Loads the configuration at `path`, or at the path from the environment or the default.
     /// A missing file means the defaults, unless the path was given explicitly.
     pub fn load(explicit: Option<&Path>) -> Result<Config> {
-        let env = std::env::var_os(ENV_PATH).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let env = std::env::var_os(ENV_PATH)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         let (path, must_exist) = match (explicit, env) {
             (Some(p), _) => (p.to_path_buf(), true),
             (None, Some(p)) => (p, true),
@@ -102,7 +113,9 @@ impl Config {
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Config::parse(&text).with_context(|| format!("config {}", path.display())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                Ok(Config::default())
+            }
             Err(e) => Err(e).with_context(|| format!("config {}", path.display())),
         }
     }
@@ -110,7 +123,10 @@ impl Config {
 
 /// toml's messages span several lines with a source excerpt; errors here are one line.
 fn one_line(msg: &str) -> String {
-    let mut parts = msg.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "));
+    let mut parts = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "));
     let first = parts.next().unwrap_or("invalid TOML").to_string();
     match parts.next_back() {
         Some(last) if last != first => format!("{first}: {last}"),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::logging::{self, Sink};
-use crate::prepare::{Action, MountPlan, Mode, Preparer};
+use crate::prepare::{Action, Mode, MountPlan, Preparer};
 use crate::spec::{self, View};
 
 pub const BIN: &str = "oci-volume-hook";
@@ -62,7 +62,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Hook) {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
-        Command::Plan { bundle, json } => run_plan(&config, &bundle, json, &mut io::stdout().lock()),
+        Command::Plan { bundle, json } => {
+            run_plan(&config, &bundle, json, &mut io::stdout().lock())
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -77,7 +79,11 @@ pub fn main() -> ExitCode {
 /// The OCI hook: state on stdin names the bundle.
 pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let state = spec::read_json(stdin, "OCI state on stdin")?;
-    let id = state.get("id").and_then(Value::as_str).unwrap_or("-").to_string();
+    let id = state
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or("-")
+        .to_string();
     let _span = tracing::info_span!("container", id = %id).entered();
     let bundle = state
         .get("bundle")
@@ -94,7 +100,11 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
 
 /// podman's precreate stage: the config on stdin, the prepared config on stdout. Nothing is
 /// written to stdout unless preparation succeeded.
-pub fn run_precreate(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Result<bool> {
+pub fn run_precreate(
+    config: &Config,
+    stdin: impl io::Read,
+    stdout: &mut impl Write,
+) -> Result<bool> {
     let mut doc = spec::read_json(stdin, "config.json on stdin")?;
     let id = container_id(&doc);
     let _span = tracing::info_span!("container", id = %id).entered();
@@ -127,9 +137,16 @@ fn log_done(plans: &[MountPlan]) {
 
 /// A name for log lines when only config.json is at hand.
 pub fn container_id(doc: &Value) -> String {
-    const KEYS: [&str; 3] = ["io.kubernetes.cri-o.ContainerID", "io.container.id", "io.podman.annotations.name"];
+    const KEYS: [&str; 3] = [
+        "io.kubernetes.cri-o.ContainerID",
+        "io.container.id",
+        "io.podman.annotations.name",
+    ];
     KEYS.iter()
-        .find_map(|k| doc.pointer(&format!("/annotations/{}", k.replace('/', "~1"))).and_then(Value::as_str))
+        .find_map(|k| {
+            doc.pointer(&format!("/annotations/{}", k.replace('/', "~1")))
+                .and_then(Value::as_str)
+        })
         .or_else(|| doc.get("hostname").and_then(Value::as_str))
         .unwrap_or("-")
         .to_string()
@@ -142,7 +159,8 @@ pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write
     let plans = Preparer::new(config, &view, Mode::Rewrite).plan()?;
     let ok = plans.iter().all(|p| p.action != Action::Refuse);
     if json {
-        let out_doc = serde_json::json!({ "version": 1, "bundle": bundle, "ok": ok, "mounts": plans });
+        let out_doc =
+            serde_json::json!({ "version": 1, "bundle": bundle, "ok": ok, "mounts": plans });
         serde_json::to_writer_pretty(&mut *out, &out_doc)?;
         writeln!(out)?;
     } else {
@@ -154,7 +172,10 @@ pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write
 }
 
 fn describe(p: &MountPlan) -> String {
-    let action = serde_json::to_value(p.action).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+    let action = serde_json::to_value(p.action)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default();
     let mut line = format!("{:<12} {}", action, p.destination.display());
     if let Some(s) = &p.source {
         line += &format!(" <- {}", s.display());
@@ -167,7 +188,13 @@ fn describe(p: &MountPlan) -> String {
         facts.push(format!("chroot {}", c.display()));
     }
     if let Some(w) = p.wanted {
-        facts.push(format!("image wants {}", serde_json::to_value(w).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()));
+        facts.push(format!(
+            "image wants {}",
+            serde_json::to_value(w)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        ));
     }
     if let Some(o) = p.owner {
         facts.push(format!("owner {}:{}", o.uid, o.gid));

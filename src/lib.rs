@@ -4,9 +4,10 @@
 
 pub mod chroot;
 pub mod config;
+pub mod hook;
+pub mod logging;
 pub mod ownership;
 pub mod prepare;
 pub mod resolve;
 pub mod spec;
-pub mod hook;
-pub mod logging;
+pub mod wrapper;

@@ -38,40 +38,84 @@ pub fn init(log: &Log, bin: &'static str) -> Sink {
         LogTarget::Auto => LogTarget::Stderr,
         t => t,
     };
-    let fmt = || tracing_subscriber::fmt::layer().with_ansi(false).with_target(false);
+    let fmt = || {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_target(false)
+    };
     let registry = tracing_subscriber::registry();
-    let sink = match want {
+    match want {
         LogTarget::Journald => match tracing_journald::layer() {
             Ok(layer) => {
-                let _ = registry.with(layer.with_syslog_identifier(bin.into()).with_filter(level)).try_init();
+                let _ = registry
+                    .with(layer.with_syslog_identifier(bin.into()).with_filter(level))
+                    .try_init();
                 Sink::Journald
             }
-            Err(_) => return init(&Log { target: LogTarget::Syslog, ..log.clone() }, bin),
+            Err(_) => {
+                return init(
+                    &Log {
+                        target: LogTarget::Syslog,
+                        ..log.clone()
+                    },
+                    bin,
+                );
+            }
         },
         LogTarget::Syslog => match Syslog::connect(bin) {
             Ok(writer) => {
-                let _ = registry.with(fmt().without_time().with_level(false).with_writer(writer).with_filter(level)).try_init();
+                let _ = registry
+                    .with(
+                        fmt()
+                            .without_time()
+                            .with_level(false)
+                            .with_writer(writer)
+                            .with_filter(level),
+                    )
+                    .try_init();
                 Sink::Syslog
             }
-            Err(_) => return init(&Log { target: LogTarget::Stderr, ..log.clone() }, bin),
+            Err(_) => {
+                return init(
+                    &Log {
+                        target: LogTarget::Stderr,
+                        ..log.clone()
+                    },
+                    bin,
+                );
+            }
         },
         LogTarget::File => {
-            let file = log.file.as_deref().and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
+            let file = log
+                .file
+                .as_deref()
+                .and_then(|p| OpenOptions::new().create(true).append(true).open(p).ok());
             match file {
                 Some(f) => {
-                    let _ = registry.with(fmt().with_writer(Mutex::new(f)).with_filter(level)).try_init();
+                    let _ = registry
+                        .with(fmt().with_writer(Mutex::new(f)).with_filter(level))
+                        .try_init();
                     Sink::File
                 }
-                None => return init(&Log { target: LogTarget::Stderr, ..log.clone() }, bin),
+                None => {
+                    return init(
+                        &Log {
+                            target: LogTarget::Stderr,
+                            ..log.clone()
+                        },
+                        bin,
+                    );
+                }
             }
         }
         LogTarget::Stderr => {
-            let _ = registry.with(fmt().with_writer(io::stderr).with_filter(level)).try_init();
+            let _ = registry
+                .with(fmt().with_writer(io::stderr).with_filter(level))
+                .try_init();
             Sink::Stderr
         }
         LogTarget::None | LogTarget::Auto => Sink::None,
-    };
-    sink
+    }
 }
 
 /// Reports the error that ends the run: one line on stderr starting with the binary's name,
@@ -86,7 +130,11 @@ pub fn report_failure(sink: Sink, bin: &str, err: &anyhow::Error) {
 
 /// Folds a message onto one line.
 pub fn one_line(msg: &str) -> String {
-    msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+    msg.split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// RFC 3164 datagrams to `/dev/log`, one per event.
@@ -99,7 +147,10 @@ impl Syslog {
     fn connect(bin: &str) -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
         socket.connect(SYSLOG_SOCKET)?;
-        Ok(Syslog { socket, tag: format!("{bin}[{}]", std::process::id()) })
+        Ok(Syslog {
+            socket,
+            tag: format!("{bin}[{}]", std::process::id()),
+        })
     }
 }
 
@@ -122,7 +173,12 @@ impl Write for SyslogLine<'_> {
 impl Drop for SyslogLine<'_> {
     fn drop(&mut self) {
         let line = String::from_utf8_lossy(&self.buf);
-        let msg = format!("<{}>{}: {}", self.priority, self.syslog.tag, line.trim_end());
+        let msg = format!(
+            "<{}>{}: {}",
+            self.priority,
+            self.syslog.tag,
+            line.trim_end()
+        );
         let _ = self.syslog.socket.send(msg.as_bytes());
     }
 }
@@ -130,7 +186,11 @@ impl Drop for SyslogLine<'_> {
 impl<'a> MakeWriter<'a> for Syslog {
     type Writer = SyslogLine<'a>;
     fn make_writer(&'a self) -> Self::Writer {
-        SyslogLine { syslog: self, priority: 8 + 6, buf: Vec::new() }
+        SyslogLine {
+            syslog: self,
+            priority: 8 + 6,
+            buf: Vec::new(),
+        }
     }
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
         // facility user (1), severity by level
@@ -140,6 +200,10 @@ impl<'a> MakeWriter<'a> for Syslog {
             Level::INFO => 6,
             _ => 7,
         };
-        SyslogLine { syslog: self, priority: 8 + severity, buf: Vec::new() }
+        SyslogLine {
+            syslog: self,
+            priority: 8 + severity,
+            buf: Vec::new(),
+        }
     }
 }

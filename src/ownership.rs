@@ -13,7 +13,8 @@ pub fn map_id(mappings: &[LinuxIdMapping], id: u32, what: &str) -> Result<u32> {
         return Ok(id);
     }
     for m in mappings {
-        let (inside, outside, size) = (m.container_id() as u64, m.host_id() as u64, m.size() as u64);
+        let (inside, outside, size) =
+            (m.container_id() as u64, m.host_id() as u64, m.size() as u64);
         if inside + size > 1 << 32 || outside + size > 1 << 32 {
             bail!("{what} mapping {inside}:{outside}:{size} overflows 32-bit ids");
         }
@@ -36,7 +37,10 @@ pub fn host_owner(owner: Owner, view: &View) -> Result<(u32, u32)> {
         Owner::ContainerRoot => (0, 0),
         Owner::ProcessUser => view.user,
     };
-    Ok((map_id(&view.uid_mappings, uid, "uid")?, map_id(&view.gid_mappings, gid, "gid")?))
+    Ok((
+        map_id(&view.uid_mappings, uid, "uid")?,
+        map_id(&view.gid_mappings, gid, "gid")?,
+    ))
 }
 
 #[cfg(test)]
@@ -44,7 +48,8 @@ mod tests {
     use super::*;
 
     fn m(c: u32, h: u32, s: u32) -> LinuxIdMapping {
-        serde_json::from_value(serde_json::json!({"containerID": c, "hostID": h, "size": s})).unwrap()
+        serde_json::from_value(serde_json::json!({"containerID": c, "hostID": h, "size": s}))
+            .unwrap()
     }
 
     #[test]

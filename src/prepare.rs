@@ -82,7 +82,11 @@ impl MountPlan {
     /// "mount /dst (source /src)", how every message names a mount.
     pub fn name(&self) -> String {
         match &self.source {
-            Some(s) => format!("mount {} (source {})", self.destination.display(), s.display()),
+            Some(s) => format!(
+                "mount {} (source {})",
+                self.destination.display(),
+                s.display()
+            ),
             None => format!("mount {}", self.destination.display()),
         }
     }
@@ -99,7 +103,13 @@ pub struct Preparer<'a> {
 
 impl<'a> Preparer<'a> {
     pub fn new(config: &'a Config, view: &'a View, mode: Mode) -> Preparer<'a> {
-        Preparer { view, config, mode, rootfs: None, chroots: HashMap::new() }
+        Preparer {
+            view,
+            config,
+            mode,
+            rootfs: None,
+            chroots: HashMap::new(),
+        }
     }
 
     /// The plan for every mount, in config.json order. Touches nothing.
@@ -120,9 +130,18 @@ impl<'a> Preparer<'a> {
                 owner: None,
                 resolved_source: None,
             };
-            let located = if b.source.is_absolute() { chroot::locate(&self.config.chroots, &b.source) } else { Ok(None) };
+            let located = if b.source.is_absolute() {
+                chroot::locate(&self.config.chroots, &b.source)
+            } else {
+                Ok(None)
+            };
             match located {
-                Err(e) if chroot::locate(&self.config.chroots, &strip_dotdot(&b.source)).ok().flatten().is_some() => {
+                Err(e)
+                    if chroot::locate(&self.config.chroots, &strip_dotdot(&b.source))
+                        .ok()
+                        .flatten()
+                        .is_some() =>
+                {
                     p.action = Action::Refuse;
                     p.reason = format!("{e:#}");
                 }
@@ -147,7 +166,10 @@ impl<'a> Preparer<'a> {
                 chroot: None,
                 wanted: None,
                 action: Action::Nothing,
-                reason: format!("not a bind mount ({})", if typ.is_empty() { "no type" } else { typ }),
+                reason: format!(
+                    "not a bind mount ({})",
+                    if typ.is_empty() { "no type" } else { typ }
+                ),
                 owner: None,
                 resolved_source: None,
             });
@@ -181,7 +203,11 @@ impl<'a> Preparer<'a> {
     }
 
     fn open_rootfs(&mut self) -> Result<()> {
-        let path = self.view.rootfs.as_ref().ok_or_else(|| anyhow!("config.json has no root.path"))?;
+        let path = self
+            .view
+            .rootfs
+            .as_ref()
+            .ok_or_else(|| anyhow!("config.json has no root.path"))?;
         self.rootfs = Some(Root::open(path).with_context(|| format!("rootfs {}", path.display()))?);
         Ok(())
     }
@@ -196,7 +222,10 @@ impl<'a> Preparer<'a> {
 
     /// What the image has at `dest`, symlinks resolved inside the image.
     fn wanted(&self, dest: &Path) -> Want {
-        let rootfs = self.rootfs.as_ref().expect("rootfs opened before planning a chroot mount");
+        let rootfs = self
+            .rootfs
+            .as_ref()
+            .expect("rootfs opened before planning a chroot mount");
         match rootfs.lookup(dest) {
             Ok(Lookup::Found(f)) if f.node.kind == Kind::Dir => Want::Dir,
             Ok(Lookup::Found(_)) => Want::File,
@@ -234,12 +263,20 @@ impl<'a> Preparer<'a> {
         let resolved = root.host_path(&rel);
         if via_symlink && resolved.to_str().is_none() {
             // config.json is UTF-8: such a source could not be written back.
-            return refuse(p, format!("resolves inside the chroot to {}, which is not UTF-8", resolved.display()));
+            return refuse(
+                p,
+                format!(
+                    "resolves inside the chroot to {}, which is not UTF-8",
+                    resolved.display()
+                ),
+            );
         }
         if via_symlink {
             if mode == Mode::Hook {
                 let host = std::fs::canonicalize(&source).ok();
-                if host.as_deref() != Some(resolved.as_path()) || matches!(lookup, Lookup::Missing(_)) {
+                if host.as_deref() != Some(resolved.as_path())
+                    || matches!(lookup, Lookup::Missing(_))
+                {
                     let host = host.map_or("nothing".into(), |h| h.display().to_string());
                     return refuse(
                         p,
@@ -256,12 +293,24 @@ impl<'a> Preparer<'a> {
         let found = match lookup {
             Lookup::Missing(m) => {
                 let (action, reason) = match (m.is_last, want) {
-                    (true, Want::File) => (Action::CreateFile, format!("missing; the image has a file at {dest}")),
-                    (true, Want::Dir) => (Action::CreateDir, format!("missing; the image has a directory at {dest}")),
-                    (true, Want::Any) => (Action::CreateDir, format!("missing; the image has nothing at {dest}, so a directory")),
+                    (true, Want::File) => (
+                        Action::CreateFile,
+                        format!("missing; the image has a file at {dest}"),
+                    ),
+                    (true, Want::Dir) => (
+                        Action::CreateDir,
+                        format!("missing; the image has a directory at {dest}"),
+                    ),
+                    (true, Want::Any) => (
+                        Action::CreateDir,
+                        format!("missing; the image has nothing at {dest}, so a directory"),
+                    ),
                     (false, _) => (
                         what_for(want),
-                        format!("missing from {} on; parents are created as directories", root.host_path(&m.parent_rel.join(&m.name)).display()),
+                        format!(
+                            "missing from {} on; parents are created as directories",
+                            root.host_path(&m.parent_rel.join(&m.name)).display()
+                        ),
                     ),
                 };
                 p.action = action;
@@ -275,14 +324,24 @@ impl<'a> Preparer<'a> {
             (Want::File, Kind::Dir) => match is_empty_dir(&found) {
                 Ok(true) => {
                     p.action = Action::Repair;
-                    p.reason = format!("an empty directory where the image has a file at {dest}: replaced by an empty file");
+                    p.reason = format!(
+                        "an empty directory where the image has a file at {dest}: replaced by an empty file"
+                    );
                 }
-                Ok(false) => refuse(p, format!("is a non-empty directory, but the image has a file at {dest}")),
+                Ok(false) => refuse(
+                    p,
+                    format!("is a non-empty directory, but the image has a file at {dest}"),
+                ),
                 Err(e) => refuse(p, format!("{e:#}")),
             },
-            (Want::Dir, Kind::File) => refuse(p, format!("is a regular file, but the image has a directory at {dest}")),
+            (Want::Dir, Kind::File) => refuse(
+                p,
+                format!("is a regular file, but the image has a directory at {dest}"),
+            ),
             (_, Kind::Dir | Kind::File) => match chown_needed(&found, owner) {
-                Ok(false) => p.reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid),
+                Ok(false) => {
+                    p.reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid)
+                }
                 Ok(true) => {
                     p.action = Action::Chown;
                     p.reason = format!(
@@ -299,10 +358,13 @@ impl<'a> Preparer<'a> {
     /// Brings one source to the planned state; returns its in-chroot path if it must be
     /// rewritten.
     fn apply(&mut self, p: &MountPlan) -> Result<Option<PathBuf>> {
-        let (Some(chroot_path), Some(source), Some(want), Some(owner)) = (&p.chroot, &p.source, p.wanted, p.owner) else {
+        let (Some(chroot_path), Some(source), Some(want), Some(owner)) =
+            (&p.chroot, &p.source, p.wanted, p.owner)
+        else {
             return Ok(None);
         };
-        let inside = chroot::locate(&self.config.chroots, source)?.expect("planned inside a chroot");
+        let inside =
+            chroot::locate(&self.config.chroots, source)?.expect("planned inside a chroot");
         let root = self.chroot(chroot_path).map_err(|e| anyhow!(e))?;
         let max_steps = 2 * inside.rel.components().count() + 64;
         for _ in 0..max_steps {
@@ -314,60 +376,110 @@ impl<'a> Preparer<'a> {
                             Ok(()) => {
                                 let fd = open_nofollow(&m.parent, name, OFlag::O_DIRECTORY)?;
                                 chown(&fd, owner)?;
-                                tracing::info!("created directory {}", root.host_path(&m.parent_rel.join(name)).display());
+                                tracing::info!(
+                                    "created directory {}",
+                                    root.host_path(&m.parent_rel.join(name)).display()
+                                );
                             }
                             Err(Errno::EEXIST) => {}
-                            Err(e) => bail!("creating directory {}: {}", root.host_path(&m.parent_rel.join(name)).display(), e.desc()),
+                            Err(e) => bail!(
+                                "creating directory {}: {}",
+                                root.host_path(&m.parent_rel.join(name)).display(),
+                                e.desc()
+                            ),
                         }
                     } else {
-                        let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+                        let flags = OFlag::O_CREAT
+                            | OFlag::O_EXCL
+                            | OFlag::O_NOFOLLOW
+                            | OFlag::O_WRONLY
+                            | OFlag::O_CLOEXEC;
                         match openat(&m.parent, name, flags, Perm::from_bits_truncate(0o644)) {
                             Ok(fd) => {
                                 chown(&fd, owner)?;
-                                tracing::info!("created file {}", root.host_path(&m.parent_rel.join(name)).display());
+                                tracing::info!(
+                                    "created file {}",
+                                    root.host_path(&m.parent_rel.join(name)).display()
+                                );
                             }
                             Err(Errno::EEXIST) => {}
-                            Err(e) => bail!("creating file {}: {}", root.host_path(&m.parent_rel.join(name)).display(), e.desc()),
+                            Err(e) => bail!(
+                                "creating file {}: {}",
+                                root.host_path(&m.parent_rel.join(name)).display(),
+                                e.desc()
+                            ),
                         }
                     }
                 }
                 Lookup::Found(f) => {
-                    let Some((parent, name)) = &f.parent else { bail!("resolves to the chroot itself") };
+                    let Some((parent, name)) = &f.parent else {
+                        bail!("resolves to the chroot itself")
+                    };
                     let path = root.host_path(&f.rel);
                     match (want, f.node.kind) {
                         (Want::File, Kind::Dir) => {
                             // rmdir removes nothing but an empty directory, whatever the name
                             // now stands for.
                             match unlinkat(parent, name.as_os_str(), UnlinkatFlags::RemoveDir) {
-                                Ok(()) => tracing::info!("removed empty directory {} to make it a file", path.display()),
+                                Ok(()) => tracing::info!(
+                                    "removed empty directory {} to make it a file",
+                                    path.display()
+                                ),
                                 Err(Errno::ENOENT | Errno::ENOTDIR) => {}
                                 Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
-                                    bail!("{} is a non-empty directory, but the image has a file at {}", path.display(), p.destination.display())
+                                    bail!(
+                                        "{} is a non-empty directory, but the image has a file at {}",
+                                        path.display(),
+                                        p.destination.display()
+                                    )
                                 }
-                                Err(e) => bail!("removing empty directory {}: {}", path.display(), e.desc()),
+                                Err(e) => bail!(
+                                    "removing empty directory {}: {}",
+                                    path.display(),
+                                    e.desc()
+                                ),
                             }
                         }
                         (Want::Dir, Kind::File) => {
-                            bail!("{} is a regular file, but the image has a directory at {}", path.display(), p.destination.display())
+                            bail!(
+                                "{} is a regular file, but the image has a directory at {}",
+                                path.display(),
+                                p.destination.display()
+                            )
                         }
                         (_, Kind::Dir | Kind::File) => {
                             if chown_needed(&f, owner)? {
                                 chown(&f.node.fd, owner)?;
-                                tracing::info!("gave {} to {}:{}", path.display(), owner.uid, owner.gid);
+                                tracing::info!(
+                                    "gave {} to {}:{}",
+                                    path.display(),
+                                    owner.uid,
+                                    owner.gid
+                                );
                             }
                             return Ok(f.via_symlink.then_some(path));
                         }
-                        (_, other) => bail!("{} is a {other}, not a regular file or directory", path.display()),
+                        (_, other) => bail!(
+                            "{} is a {other}, not a regular file or directory",
+                            path.display()
+                        ),
                     }
                 }
             }
         }
-        bail!("{} keeps changing while it is prepared; gave up", p.source.as_deref().unwrap_or(Path::new("")).display())
+        bail!(
+            "{} keeps changing while it is prepared; gave up",
+            p.source.as_deref().unwrap_or(Path::new("")).display()
+        )
     }
 }
 
 fn what_for(want: Want) -> Action {
-    if want == Want::File { Action::CreateFile } else { Action::CreateDir }
+    if want == Want::File {
+        Action::CreateFile
+    } else {
+        Action::CreateDir
+    }
 }
 
 fn refuse(p: &mut MountPlan, reason: String) {
@@ -377,7 +489,9 @@ fn refuse(p: &mut MountPlan, reason: String) {
 
 /// `a/../b` → `a/b`: only used to tell whether a refused path was aimed at a chroot.
 fn strip_dotdot(path: &Path) -> PathBuf {
-    path.components().filter(|c| !matches!(c, std::path::Component::ParentDir)).collect()
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::ParentDir))
+        .collect()
 }
 
 /// Whether the owner must change; a hard-linked file is refused, since its other names may
@@ -388,22 +502,36 @@ fn chown_needed(f: &Found, owner: Owner) -> Result<bool> {
         return Ok(false);
     }
     if f.node.kind == Kind::File && st.st_nlink > 1 {
-        bail!("is a file with {} hard links; its owner is not changed, as another link may lie outside the chroot", st.st_nlink);
+        bail!(
+            "is a file with {} hard links; its owner is not changed, as another link may lie outside the chroot",
+            st.st_nlink
+        );
     }
     Ok(true)
 }
 
 /// Changes the owner of exactly the inode `fd` refers to (`O_PATH` descriptors included).
 fn chown(fd: &OwnedFd, owner: Owner) -> Result<()> {
-    fchownat(fd.as_fd(), "", Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)), AtFlags::AT_EMPTY_PATH)
-        .context("chown")
+    fchownat(
+        fd.as_fd(),
+        "",
+        Some(Uid::from_raw(owner.uid)),
+        Some(Gid::from_raw(owner.gid)),
+        AtFlags::AT_EMPTY_PATH,
+    )
+    .context("chown")
 }
 
 fn is_empty_dir(f: &Found) -> Result<bool> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut dir = nix::dir::Dir::openat(&f.node.fd, ".", flags, Perm::empty()).context("reading directory")?;
+    let mut dir = nix::dir::Dir::openat(&f.node.fd, ".", flags, Perm::empty())
+        .context("reading directory")?;
     for entry in dir.iter() {
-        let name = entry.context("reading directory")?.file_name().to_bytes().to_vec();
+        let name = entry
+            .context("reading directory")?
+            .file_name()
+            .to_bytes()
+            .to_vec();
         if name != b"." && name != b".." {
             return Ok(false);
         }

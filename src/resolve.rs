@@ -73,7 +73,11 @@ pub struct Node {
 impl Node {
     pub fn from_fd(fd: OwnedFd) -> Result<Node> {
         let stat = fstat(&fd).context("fstat")?;
-        Ok(Node { kind: Kind::of(&stat), fd, stat })
+        Ok(Node {
+            kind: Kind::of(&stat),
+            fd,
+            stat,
+        })
     }
 }
 
@@ -125,13 +129,18 @@ impl Root {
         let fd = match openat2(nix::fcntl::AT_FDCWD, path, how) {
             Ok(fd) => fd,
             // Kernels before 5.6: the last component at least must not be a symlink.
-            Err(Errno::ENOSYS) => open_nofollow(nix::fcntl::AT_FDCWD, path.as_os_str(), OFlag::O_DIRECTORY)?,
+            Err(Errno::ENOSYS) => {
+                open_nofollow(nix::fcntl::AT_FDCWD, path.as_os_str(), OFlag::O_DIRECTORY)?
+            }
             Err(Errno::ELOOP) => bail!("{} goes through a symlink", path.display()),
             Err(Errno::ENOTDIR) => bail!("{} is not a directory", path.display()),
             Err(Errno::ENOENT) => bail!("{} does not exist", path.display()),
             Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
         };
-        Ok(Root { fd, path: path.to_path_buf() })
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -144,7 +153,11 @@ impl Root {
 
     /// The host path of something at `rel` inside the root.
     pub fn host_path(&self, rel: &Path) -> PathBuf {
-        if rel.as_os_str().is_empty() { self.path.clone() } else { self.path.join(rel) }
+        if rel.as_os_str().is_empty() {
+            self.path.clone()
+        } else {
+            self.path.join(rel)
+        }
     }
 
     /// Resolves `rel` inside the root, stopping at the first missing component.
@@ -160,7 +173,12 @@ impl Root {
                 continue;
             }
             let cur = stack.last().map_or(self.fd.as_fd(), |(fd, _)| fd.as_fd());
-            let fd = match openat(cur, name.as_os_str(), OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+            let fd = match openat(
+                cur,
+                name.as_os_str(),
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
                 Err(Errno::ENOENT) => {
                     let parent_rel = rel_of(&stack);
@@ -169,7 +187,13 @@ impl Root {
                         None => nix::unistd::dup(&self.fd).context("dup")?,
                     };
                     let is_last = queue.is_empty();
-                    return Ok(Lookup::Missing(Missing { parent, name, parent_rel, is_last, via_symlink }));
+                    return Ok(Lookup::Missing(Missing {
+                        parent,
+                        name,
+                        parent_rel,
+                        is_last,
+                        via_symlink,
+                    }));
                 }
                 Err(e) => bail!("{}: {}", self.show(&stack, &name), e.desc()),
             };
@@ -177,7 +201,10 @@ impl Root {
             if node.kind == Kind::Symlink {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    bail!("{}: too many levels of symbolic links", self.show(&stack, &name));
+                    bail!(
+                        "{}: too many levels of symbolic links",
+                        self.show(&stack, &name)
+                    );
                 }
                 let target = readlinkat(&node.fd, "").context("readlink")?;
                 if target.is_empty() {
@@ -192,7 +219,11 @@ impl Root {
                 continue;
             }
             if !queue.is_empty() && node.kind != Kind::Dir {
-                bail!("{} is a {}, not a directory", self.show(&stack, &name), node.kind);
+                bail!(
+                    "{} is a {}, not a directory",
+                    self.show(&stack, &name),
+                    node.kind
+                );
             }
             stack.push((node.fd, name));
         }
@@ -205,20 +236,35 @@ impl Root {
                 };
                 (Node::from_fd(fd)?, Some((parent, name)))
             }
-            None => (Node::from_fd(nix::unistd::dup(&self.fd).context("dup")?)?, None),
+            None => (
+                Node::from_fd(nix::unistd::dup(&self.fd).context("dup")?)?,
+                None,
+            ),
         };
-        Ok(Lookup::Found(Found { node, parent, rel, via_symlink }))
+        Ok(Lookup::Found(Found {
+            node,
+            parent,
+            rel,
+            via_symlink,
+        }))
     }
 
     fn show(&self, stack: &[(OwnedFd, OsString)], name: &OsStr) -> String {
-        self.host_path(&rel_of(stack).join(name)).display().to_string()
+        self.host_path(&rel_of(stack).join(name))
+            .display()
+            .to_string()
     }
 }
 
 /// Opens `name` in `dir` without following a final symlink.
 pub fn open_nofollow<Fd: AsFd>(dir: Fd, name: &OsStr, extra: OFlag) -> Result<OwnedFd> {
-    openat(dir, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra, Mode::empty())
-        .with_context(|| format!("opening {}", Path::new(name).display()))
+    openat(
+        dir,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | extra,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", Path::new(name).display()))
 }
 
 fn rel_of(stack: &[(OwnedFd, OsString)]) -> PathBuf {

@@ -16,7 +16,11 @@ pub const MAX_DOCUMENT: u64 = 64 << 20;
 /// Reads one JSON document, refusing oversized input.
 pub fn read_json(mut input: impl Read, what: &str) -> Result<Value> {
     let mut buf = Vec::new();
-    input.by_ref().take(MAX_DOCUMENT + 1).read_to_end(&mut buf).with_context(|| format!("reading {what}"))?;
+    input
+        .by_ref()
+        .take(MAX_DOCUMENT + 1)
+        .read_to_end(&mut buf)
+        .with_context(|| format!("reading {what}"))?;
     if buf.len() as u64 > MAX_DOCUMENT {
         bail!("{what} is larger than {} MiB", MAX_DOCUMENT >> 20);
     }
@@ -26,7 +30,8 @@ pub fn read_json(mut input: impl Read, what: &str) -> Result<Value> {
 /// Reads `<bundle>/config.json`.
 pub fn read_bundle_config(bundle: &Path) -> Result<Value> {
     let path = bundle.join("config.json");
-    let file = std::fs::File::open(&path).with_context(|| format!("bundle {}: cannot open config.json", bundle.display()))?;
+    let file = std::fs::File::open(&path)
+        .with_context(|| format!("bundle {}: cannot open config.json", bundle.display()))?;
     read_json(file, &path.display().to_string())
 }
 
@@ -67,16 +72,25 @@ impl View {
         let mut binds = Vec::new();
         let mut others = Vec::new();
         if let Some(mounts) = doc.get("mounts").filter(|m| !m.is_null()) {
-            let mounts = mounts.as_array().ok_or_else(|| anyhow!("config.json: mounts is not an array"))?;
+            let mounts = mounts
+                .as_array()
+                .ok_or_else(|| anyhow!("config.json: mounts is not an array"))?;
             for (index, m) in mounts.iter().enumerate() {
-                let m: Mount = serde_json::from_value(m.clone()).with_context(|| format!("config.json: mounts[{index}]"))?;
+                let m: Mount = serde_json::from_value(m.clone())
+                    .with_context(|| format!("config.json: mounts[{index}]"))?;
                 let typ = m.typ().clone().unwrap_or_default();
-                let has_opt = |o: &str| m.options().as_ref().is_some_and(|opts| opts.iter().any(|x| x == o));
+                let has_opt = |o: &str| {
+                    m.options()
+                        .as_ref()
+                        .is_some_and(|opts| opts.iter().any(|x| x == o))
+                };
                 let is_bind = typ == "bind" || has_opt("bind") || has_opt("rbind");
                 match m.source() {
-                    Some(source) if is_bind => {
-                        binds.push(BindMount { index, destination: m.destination().clone(), source: source.clone() })
-                    }
+                    Some(source) if is_bind => binds.push(BindMount {
+                        index,
+                        destination: m.destination().clone(),
+                        source: source.clone(),
+                    }),
                     _ => others.push((index, m.destination().clone(), typ)),
                 }
             }
@@ -84,7 +98,8 @@ impl View {
         let mappings = |key: &str| -> Result<Vec<LinuxIdMapping>> {
             match doc.pointer(&format!("/linux/{key}")) {
                 None | Some(Value::Null) => Ok(Vec::new()),
-                Some(v) => serde_json::from_value(v.clone()).with_context(|| format!("config.json: linux.{key}")),
+                Some(v) => serde_json::from_value(v.clone())
+                    .with_context(|| format!("config.json: linux.{key}")),
             }
         };
         let id = |key: &str| -> Result<u32> {
@@ -93,7 +108,9 @@ impl View {
                 Some(v) => v
                     .as_u64()
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| anyhow!("config.json: process.user.{key} is not a 32-bit id: {v}")),
+                    .ok_or_else(|| {
+                        anyhow!("config.json: process.user.{key} is not a 32-bit id: {v}")
+                    }),
             }
         };
         let annotations = match doc.get("annotations") {
@@ -114,7 +131,9 @@ impl View {
 
 /// Points `mounts[index].source` at `source`, leaving every other field as it was.
 pub fn set_source(doc: &mut Value, index: usize, source: &Path) -> Result<()> {
-    let source = source.to_str().ok_or_else(|| anyhow!("resolved source {} is not UTF-8", source.display()))?;
+    let source = source
+        .to_str()
+        .ok_or_else(|| anyhow!("resolved source {} is not UTF-8", source.display()))?;
     let slot = doc
         .pointer_mut(&format!("/mounts/{index}/source"))
         .ok_or_else(|| anyhow!("config.json: mounts[{index}] has no source"))?;
@@ -143,7 +162,10 @@ mod tests {
         });
         let v = View::of(&doc, Path::new("/bundle")).unwrap();
         assert_eq!(v.rootfs.as_deref(), Some(Path::new("/bundle/rootfs")));
-        assert_eq!(v.binds.iter().map(|b| b.index).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            v.binds.iter().map(|b| b.index).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         assert_eq!(v.others.len(), 2);
         assert_eq!(v.user, (1000, 100));
         assert_eq!(v.uid_mappings.len(), 1);
@@ -165,8 +187,19 @@ mod tests {
         assert!(View::of(&json!({"mounts": [{"type": "bind"}]}), Path::new("/")).is_err());
         assert!(View::of(&json!({"process": {"user": {"uid": -1}}}), Path::new("/")).is_err());
         assert!(View::of(&json!({"root": {"path": 3}}), Path::new("/")).is_err());
-        assert!(View::of(&json!({"linux": {"uidMappings": [{"containerID": "x"}]}}), Path::new("/")).is_err());
-        assert!(View::of(&json!({}), Path::new("/")).unwrap().rootfs.is_none());
+        assert!(
+            View::of(
+                &json!({"linux": {"uidMappings": [{"containerID": "x"}]}}),
+                Path::new("/")
+            )
+            .is_err()
+        );
+        assert!(
+            View::of(&json!({}), Path::new("/"))
+                .unwrap()
+                .rootfs
+                .is_none()
+        );
     }
 
     #[test]

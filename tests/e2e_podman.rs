@@ -23,7 +23,16 @@ fn podman(bin: &Path, f: &Fixture, hooks_dir: &Path, args: &[&str]) -> Output {
         .arg(p.join("podman/run"))
         .arg("--tmpdir")
         .arg(p.join("podman/tmp"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"])
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--runtime",
+            "runc",
+        ])
         .arg("--hooks-dir")
         .arg(hooks_dir)
         .args(args)
@@ -33,7 +42,14 @@ fn podman(bin: &Path, f: &Fixture, hooks_dir: &Path, args: &[&str]) -> Output {
 }
 
 fn chown_tree(p: &Path, id: u32) {
-    nix::unistd::fchownat(nix::fcntl::AT_FDCWD, p, Some(id.into()), Some(id.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        Some(id.into()),
+        Some(id.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
     if std::fs::symlink_metadata(p).unwrap().is_dir() {
         for e in std::fs::read_dir(p).unwrap() {
             chown_tree(&e.unwrap().path(), id);
@@ -50,13 +66,19 @@ fn hooks_dir(f: &Fixture) -> PathBuf {
         "when": {"always": true},
         "stages": ["precreate"]
     });
-    std::fs::write(d.join("oci-volume-hook.json"), serde_json::to_vec_pretty(&hook).unwrap()).unwrap();
+    std::fs::write(
+        d.join("oci-volume-hook.json"),
+        serde_json::to_vec_pretty(&hook).unwrap(),
+    )
+    .unwrap();
     d
 }
 
 #[test]
 fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
-    let Some(bin) = engine("podman_precreate", "podman") else { return };
+    let Some(bin) = engine("podman_precreate", "podman") else {
+        return;
+    };
     let _ = engine("podman_precreate", "runc").expect("podman runs runc here");
     let f = Fixture::new();
     let t = f.tenant("user-toto");
@@ -72,9 +94,25 @@ fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
             &f,
             hooks,
             &[
-                "run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-                "--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536",
-                "-v", &volume, "--rootfs", rootfs.to_str().unwrap(), "/bin/sh", "-c", script,
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+                "--uidmap",
+                "0:200000:65536",
+                "--gidmap",
+                "0:200000:65536",
+                "-v",
+                &volume,
+                "--rootfs",
+                rootfs.to_str().unwrap(),
+                "/bin/sh",
+                "-c",
+                script,
             ],
         )
     };

@@ -14,7 +14,10 @@ fn precreate_bundle(f: &Fixture, bundle: &Path) {
     let doc = std::fs::read(bundle.join("config.json")).unwrap();
     // The working directory is the bundle, so the relative root.path resolves as runc will.
     let mut cmd = std::process::Command::new(HOOK);
-    cmd.arg("--config").arg(f.config_path()).arg("precreate").current_dir(bundle);
+    cmd.arg("--config")
+        .arg(f.config_path())
+        .arg("precreate")
+        .current_dir(bundle);
     let o = run_with_stdin(&mut cmd, &doc);
     assert!(o.status.success(), "precreate failed: {}", stderr(&o));
     let out: Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -27,12 +30,18 @@ fn stdout(o: &std::process::Output) -> String {
 
 #[test]
 fn an_engine_made_directory_onto_an_image_file_fails_without_the_tool_and_starts_with_it() {
-    let Some(runc) = engine("runc_localtime", "runc") else { return };
+    let Some(runc) = engine("runc_localtime", "runc") else {
+        return;
+    };
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("etc/localtime")).unwrap(); // what dockerd leaves behind
     let b = f.bundle("b");
-    let doc = runc_config("cat /etc/localtime; echo started", vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)], None);
+    let doc = runc_config(
+        "cat /etc/localtime; echo started",
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        None,
+    );
     write_config_json(&b, &doc);
 
     let o = runc_run(&runc, &b, "ovh-e2e-1");
@@ -49,17 +58,29 @@ fn an_engine_made_directory_onto_an_image_file_fails_without_the_tool_and_starts
 
 #[test]
 fn a_missing_source_fails_without_the_tool_and_is_created_with_it() {
-    let Some(runc) = engine("runc_missing", "runc") else { return };
+    let Some(runc) = engine("runc_missing", "runc") else {
+        return;
+    };
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     let b = f.bundle("b");
     let src = t.join("etc/localtime");
-    let doc = runc_config("test -f /etc/localtime && echo is-a-file", vec![bind(&src, "/etc/localtime", true)], Some(100000));
+    let doc = runc_config(
+        "test -f /etc/localtime && echo is-a-file",
+        vec![bind(&src, "/etc/localtime", true)],
+        Some(100000),
+    );
     write_config_json(&b, &doc);
 
     let o = runc_run(&runc, &b, "ovh-e2e-3");
     assert!(!o.status.success());
-    assert!(stderr(&o).to_lowercase().contains("no such file or directory"), "{}", stderr(&o));
+    assert!(
+        stderr(&o)
+            .to_lowercase()
+            .contains("no such file or directory"),
+        "{}",
+        stderr(&o)
+    );
 
     precreate_bundle(&f, &b);
     let o = runc_run(&runc, &b, "ovh-e2e-4");
@@ -71,17 +92,28 @@ fn a_missing_source_fails_without_the_tool_and_is_created_with_it() {
 
 #[test]
 fn remapped_root_writes_a_platform_made_volume_once_the_hook_ran() {
-    let Some(runc) = engine("runc_userns", "runc") else { return };
+    let Some(runc) = engine("runc_userns", "runc") else {
+        return;
+    };
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("data")).unwrap(); // made by the platform, owned by host root
     let b = f.bundle("b");
-    let mut doc = runc_config("touch /data/x && echo wrote", vec![bind(&t.join("data"), "/data", false)], Some(100000));
+    let mut doc = runc_config(
+        "touch /data/x && echo wrote",
+        vec![bind(&t.join("data"), "/data", false)],
+        Some(100000),
+    );
     write_config_json(&b, &doc);
 
     let o = runc_run(&runc, &b, "ovh-e2e-5");
     assert!(!o.status.success());
-    assert!(stdout(&o).contains("Permission denied") || stderr(&o).contains("Permission denied"), "{} {}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("Permission denied") || stderr(&o).contains("Permission denied"),
+        "{} {}",
+        stdout(&o),
+        stderr(&o)
+    );
 
     // As a standard OCI hook at createRuntime: runc has mounted, the owner can still change.
     doc["hooks"] = json!({"createRuntime": [{
@@ -99,7 +131,9 @@ fn remapped_root_writes_a_platform_made_volume_once_the_hook_ran() {
 
 #[test]
 fn a_versioned_layout_mounts_the_release_resolved_inside_the_chroot() {
-    let Some(runc) = engine("runc_versioned", "runc") else { return };
+    let Some(runc) = engine("runc_versioned", "runc") else {
+        return;
+    };
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     for v in ["v1", "v2"] {
@@ -109,10 +143,21 @@ fn a_versioned_layout_mounts_the_release_resolved_inside_the_chroot() {
     // Absolute inside the tenant's view; on the host it would point at /releases/v2.
     symlink("/releases/v2", t.join("current")).unwrap();
     let b = f.bundle("b");
-    write_config_json(&b, &runc_config("cat /app/VERSION", vec![bind(&t.join("current"), "/app", true)], None));
+    write_config_json(
+        &b,
+        &runc_config(
+            "cat /app/VERSION",
+            vec![bind(&t.join("current"), "/app", true)],
+            None,
+        ),
+    );
 
     let o = runc_run(&runc, &b, "ovh-e2e-7");
-    assert!(!o.status.success(), "without the tool the host resolves the link: {}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "without the tool the host resolves the link: {}",
+        stdout(&o)
+    );
 
     precreate_bundle(&f, &b);
     let o = runc_run(&runc, &b, "ovh-e2e-8");

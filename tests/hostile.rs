@@ -35,7 +35,12 @@ impl Ctx {
         std::fs::write(host.join("dir/file"), "host data").unwrap();
         std::fs::write(host.join("secret"), "s3cret").unwrap();
         let rootfs = f.bundle("b").join("rootfs");
-        Ctx { f, tenant, host, rootfs }
+        Ctx {
+            f,
+            tenant,
+            host,
+            rootfs,
+        }
     }
 
     /// Everything that must never change.
@@ -86,7 +91,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "relative .. chain climbing out of the chroot",
-            plant: |c| link("../../../../../../../../../../host/dir", c.tenant.join("a/b/data")),
+            plant: |c| {
+                link(
+                    "../../../../../../../../../../host/dir",
+                    c.tenant.join("a/b/data"),
+                )
+            },
             source: "a/b/data",
             destination: "/data",
             expect: Expect::Prepared { dir: true },
@@ -107,7 +117,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "link through /proc/self/root",
-            plant: |c| link(format!("/proc/self/root{}", c.host.join("dir").display()), c.tenant.join("vol")),
+            plant: |c| {
+                link(
+                    format!("/proc/self/root{}", c.host.join("dir").display()),
+                    c.tenant.join("vol"),
+                )
+            },
             source: "vol",
             destination: "/data",
             expect: Expect::Prepared { dir: true },
@@ -147,7 +162,11 @@ fn cases() -> Vec<Case> {
             name: "FIFO where a file is wanted (never opened)",
             plant: |c| {
                 std::fs::create_dir_all(c.tenant.join("etc")).unwrap();
-                nix::unistd::mkfifo(&c.tenant.join("etc/localtime"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+                nix::unistd::mkfifo(
+                    &c.tenant.join("etc/localtime"),
+                    nix::sys::stat::Mode::from_bits_truncate(0o644),
+                )
+                .unwrap();
             },
             source: "etc/localtime",
             destination: "/etc/localtime",
@@ -168,7 +187,13 @@ fn cases() -> Vec<Case> {
             name: "device node where a file is wanted",
             plant: |c| {
                 use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-                mknod(&c.tenant.join("null"), SFlag::S_IFCHR, Mode::from_bits_truncate(0o666), makedev(1, 3)).unwrap();
+                mknod(
+                    &c.tenant.join("null"),
+                    SFlag::S_IFCHR,
+                    Mode::from_bits_truncate(0o666),
+                    makedev(1, 3),
+                )
+                .unwrap();
             },
             source: "null",
             destination: "/etc/localtime",
@@ -214,7 +239,15 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "image: a link climbing out with ../.. resolves inside the image",
-            plant: |c| link(format!("../../../../../../../..{}", c.host.join("etc/passwd").display()), c.rootfs.join("etc/zone")),
+            plant: |c| {
+                link(
+                    format!(
+                        "../../../../../../../..{}",
+                        c.host.join("etc/passwd").display()
+                    ),
+                    c.rootfs.join("etc/zone"),
+                )
+            },
             source: "zone",
             // On the host this would be a file; inside the image it is missing: a directory.
             destination: "/etc/zone",
@@ -222,7 +255,12 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "image: a link through /proc/self/root resolves inside the image",
-            plant: |c| link(format!("/proc/self/root{}", c.host.join("etc/passwd").display()), c.rootfs.join("etc/zone")),
+            plant: |c| {
+                link(
+                    format!("/proc/self/root{}", c.host.join("etc/passwd").display()),
+                    c.rootfs.join("etc/zone"),
+                )
+            },
             source: "zone",
             destination: "/etc/zone",
             expect: Expect::Prepared { dir: true },
@@ -236,7 +274,13 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "image: a FIFO at the destination (never opened)",
-            plant: |c| nix::unistd::mkfifo(&c.rootfs.join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap(),
+            plant: |c| {
+                nix::unistd::mkfifo(
+                    &c.rootfs.join("etc/fifo"),
+                    nix::sys::stat::Mode::from_bits_truncate(0o644),
+                )
+                .unwrap()
+            },
             source: "fifo",
             destination: "/etc/fifo",
             expect: Expect::Prepared { dir: false },
@@ -254,7 +298,12 @@ fn precreate(f: &Fixture, doc: &Value) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(&serde_json::to_vec(doc).unwrap()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(doc).unwrap())
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -276,14 +325,22 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
         let c = Ctx::new();
         (case.plant)(&c);
         let source = c.tenant.join(case.source);
-        let mut doc = runc_config("true", vec![bind(&source, case.destination, false)], Some(100000));
+        let mut doc = runc_config(
+            "true",
+            vec![bind(&source, case.destination, false)],
+            Some(100000),
+        );
         doc["root"]["path"] = json!(c.rootfs);
         let sentinels = c.sentinels();
         let o = precreate(&c.f, &doc);
         let after = c.sentinels();
         if sentinels != after {
             let r = std::panic::catch_unwind(|| assert_unchanged(&sentinels, &after, case.name));
-            failures.push(format!("{}: {:?}", case.name, r.err().and_then(|e| e.downcast_ref::<String>().cloned())));
+            failures.push(format!(
+                "{}: {:?}",
+                case.name,
+                r.err().and_then(|e| e.downcast_ref::<String>().cloned())
+            ));
             continue;
         }
         let err = stderr(&o);
@@ -294,7 +351,11 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
                     continue;
                 }
                 let out: Value = serde_json::from_slice(&o.stdout).unwrap();
-                let src = PathBuf::from(out["mounts"].as_array().unwrap().last().unwrap()["source"].as_str().unwrap());
+                let src = PathBuf::from(
+                    out["mounts"].as_array().unwrap().last().unwrap()["source"]
+                        .as_str()
+                        .unwrap(),
+                );
                 let ok_type = if dir { is_dir(&src) } else { is_file(&src) };
                 if !src.starts_with(&c.tenant) || !ok_type || owner_of(&src) != (100000, 100000) {
                     failures.push(format!(
@@ -312,12 +373,19 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
                     && err.contains(case.destination)
                     && needles.iter().all(|n| err.contains(n));
                 if o.status.success() || !line_ok || !o.stdout.is_empty() {
-                    failures.push(format!("{}: expected refusal with {needles:?}, got status {} stderr {err:?}", case.name, o.status));
+                    failures.push(format!(
+                        "{}: expected refusal with {needles:?}, got status {} stderr {err:?}",
+                        case.name, o.status
+                    ));
                 }
             }
         }
     }
-    assert!(failures.is_empty(), "failed cases:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "failed cases:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -326,9 +394,20 @@ fn a_tenant_whose_name_extends_another_is_not_inside_it() {
         return;
     }
     let c = Ctx::new();
-    std::fs::write(c.f.config_path(), format!("chroots = [\"{}\"]\n", c.tenant.display())).unwrap();
+    std::fs::write(
+        c.f.config_path(),
+        format!("chroots = [\"{}\"]\n", c.tenant.display()),
+    )
+    .unwrap();
     let other = c.f.base().join("user-toto2/data");
-    let mut doc = runc_config("true", vec![bind(&other, "/data", false), bind(&c.tenant.join("mine"), "/mine", false)], Some(100000));
+    let mut doc = runc_config(
+        "true",
+        vec![
+            bind(&other, "/data", false),
+            bind(&c.tenant.join("mine"), "/mine", false),
+        ],
+        Some(100000),
+    );
     doc["root"]["path"] = json!(c.rootfs);
     let before = c.sentinels();
     let o = precreate(&c.f, &doc);
@@ -345,7 +424,11 @@ fn a_chroot_that_is_a_symlink_is_refused() {
     }
     let c = Ctx::new();
     symlink(&c.host, c.f.base().join("user-evil")).unwrap();
-    let mut doc = runc_config("true", vec![bind(&c.f.base().join("user-evil/dir"), "/data", false)], Some(100000));
+    let mut doc = runc_config(
+        "true",
+        vec![bind(&c.f.base().join("user-evil/dir"), "/data", false)],
+        Some(100000),
+    );
     doc["root"]["path"] = json!(c.rootfs);
     let before = c.sentinels();
     let o = precreate(&c.f, &doc);

@@ -32,13 +32,27 @@ fn creates_a_missing_file_and_its_parents_for_the_mapped_root() {
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     let b = f.bundle("b");
-    let doc = doc_for(&b, vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)], Some(100000));
+    let doc = doc_for(
+        &b,
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        Some(100000),
+    );
     let out = output_doc(&precreate(&f, &doc));
-    assert_eq!(out, doc, "nothing to rewrite: config.json comes back as it was");
-    assert!(is_file(&t.join("etc/localtime")), "a file, since the image has a file (through its symlink)");
+    assert_eq!(
+        out, doc,
+        "nothing to rewrite: config.json comes back as it was"
+    );
+    assert!(
+        is_file(&t.join("etc/localtime")),
+        "a file, since the image has a file (through its symlink)"
+    );
     assert_eq!(owner_of(&t.join("etc/localtime")), (100000, 100000));
     assert!(is_dir(&t.join("etc")));
-    assert_eq!(owner_of(&t.join("etc")), (100000, 100000), "directories the tool created are the container's");
+    assert_eq!(
+        owner_of(&t.join("etc")),
+        (100000, 100000),
+        "directories the tool created are the container's"
+    );
     assert_eq!(owner_of(&t), (0, 0), "the chroot itself is never changed");
     assert!(f.log().contains("created file"), "{}", f.log());
 }
@@ -54,7 +68,11 @@ fn a_destination_missing_from_the_image_gets_a_directory() {
     let doc = doc_for(&b, vec![bind(&t.join("srv/www"), "/var/www", false)], None);
     output_doc(&precreate(&f, &doc));
     assert!(is_dir(&t.join("srv/www")));
-    assert_eq!(owner_of(&t.join("srv/www")), (0, 0), "no user namespace: container root is host root");
+    assert_eq!(
+        owner_of(&t.join("srv/www")),
+        (0, 0),
+        "no user namespace: container root is host root"
+    );
 }
 
 #[test]
@@ -66,12 +84,19 @@ fn an_empty_directory_where_the_image_has_a_file_is_repaired() {
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
     let b = f.bundle("b");
-    let doc = doc_for(&b, vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)], Some(100000));
+    let doc = doc_for(
+        &b,
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        Some(100000),
+    );
     write_config_json(&b, &doc);
     let plan = f.hook(&["plan", "--bundle", b.to_str().unwrap()], b"");
     let text = String::from_utf8_lossy(&plan.stdout);
     assert!(plan.status.success(), "{}", stderr(&plan));
-    assert!(text.contains("repair") && text.contains("/etc/localtime"), "{text}");
+    assert!(
+        text.contains("repair") && text.contains("/etc/localtime"),
+        "{text}"
+    );
     assert!(is_dir(&t.join("etc/localtime")), "plan touches nothing");
 
     output_doc(&precreate(&f, &doc));
@@ -92,17 +117,31 @@ fn a_non_empty_directory_is_refused_and_kept() {
     let b = f.bundle("b");
     let doc = doc_for(
         &b,
-        vec![bind(&t.join("first"), "/first", false), bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        vec![
+            bind(&t.join("first"), "/first", false),
+            bind(&t.join("etc/localtime"), "/etc/localtime", true),
+        ],
         Some(100000),
     );
     let before = snapshot(&t);
     let o = precreate(&f, &doc);
-    let line = assert_one_line_error(&o, "oci-volume-hook", &["/etc/localtime", "non-empty directory"]);
+    let line = assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["/etc/localtime", "non-empty directory"],
+    );
     assert!(o.stdout.is_empty(), "no config on stdout after a failure");
     assert_unchanged(&before, &snapshot(&t), "refused container");
-    assert_eq!(std::fs::read_to_string(t.join("etc/localtime/precious")).unwrap(), "data");
+    assert_eq!(
+        std::fs::read_to_string(t.join("etc/localtime/precious")).unwrap(),
+        "data"
+    );
     let msg = line.trim_start_matches("oci-volume-hook: ");
-    assert!(f.log().contains(msg), "the log has the same message: {}", f.log());
+    assert!(
+        f.log().contains(msg),
+        "the log has the same message: {}",
+        f.log()
+    );
 }
 
 #[test]
@@ -116,7 +155,11 @@ fn a_file_where_the_image_has_a_directory_is_refused() {
     let b = f.bundle("b");
     let doc = doc_for(&b, vec![bind(&t.join("data"), "/data", false)], None);
     let o = precreate(&f, &doc);
-    assert_one_line_error(&o, "oci-volume-hook", &["mount /data", "regular file", "directory"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["mount /data", "regular file", "directory"],
+    );
     assert_eq!(std::fs::read_to_string(t.join("data")).unwrap(), "x");
 }
 
@@ -131,7 +174,10 @@ fn a_second_run_changes_nothing() {
     let b = f.bundle("b");
     let doc = doc_for(
         &b,
-        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true), bind(&t.join("a/b/c"), "/data", false)],
+        vec![
+            bind(&t.join("etc/localtime"), "/etc/localtime", true),
+            bind(&t.join("a/b/c"), "/data", false),
+        ],
         Some(100000),
     );
     output_doc(&precreate(&f, &doc));
@@ -141,7 +187,12 @@ fn a_second_run_changes_nothing() {
     write_config_json(&b, &doc);
     let plan = f.hook(&["plan", "--bundle", b.to_str().unwrap(), "--json"], b"");
     let v: Value = serde_json::from_slice(&plan.stdout).unwrap();
-    let actions: Vec<&str> = v["mounts"].as_array().unwrap().iter().map(|m| m["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["action"].as_str().unwrap())
+        .collect();
     assert!(actions.iter().all(|a| *a == "nothing"), "{actions:?}");
 }
 
@@ -155,7 +206,11 @@ fn ownership_follows_the_configured_owner() {
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("home")).unwrap();
     let b = f.bundle("b");
-    let mut doc = doc_for(&b, vec![bind(&t.join("home"), "/home", false)], Some(100000));
+    let mut doc = doc_for(
+        &b,
+        vec![bind(&t.join("home"), "/home", false)],
+        Some(100000),
+    );
     doc["process"]["user"] = json!({"uid": 1000, "gid": 1001});
     output_doc(&precreate(&f, &doc));
     assert_eq!(owner_of(&t.join("home")), (101000, 101001));
@@ -176,11 +231,19 @@ fn an_unmapped_id_is_an_error_that_changes_nothing() {
     f.write_config("owner = \"process-user\"");
     let t = f.tenant("user-toto");
     let b = f.bundle("b");
-    let mut doc = doc_for(&b, vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)], Some(100000));
+    let mut doc = doc_for(
+        &b,
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        Some(100000),
+    );
     doc["process"]["user"] = json!({"uid": 70000, "gid": 0});
     let before = snapshot(&t);
     let o = precreate(&f, &doc);
-    assert_one_line_error(&o, "oci-volume-hook", &["/etc/localtime", "uid 70000 is not mapped"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["/etc/localtime", "uid 70000 is not mapped"],
+    );
     assert_unchanged(&before, &snapshot(&t), "unmapped uid");
 }
 
@@ -198,18 +261,30 @@ fn sources_through_symlinks_are_rewritten_to_the_path_inside_the_chroot() {
     let b = f.bundle("b");
     let doc = doc_for(
         &b,
-        vec![bind(&t.join("current/data"), "/data", false), bind(&t.join("previous/data"), "/old", false)],
+        vec![
+            bind(&t.join("current/data"), "/data", false),
+            bind(&t.join("previous/data"), "/old", false),
+        ],
         None,
     );
     let out = output_doc(&precreate(&f, &doc));
     let n = doc["mounts"].as_array().unwrap().len();
-    assert_eq!(out["mounts"][n - 2]["source"], json!(t.join("releases/v2/data")));
-    assert_eq!(out["mounts"][n - 1]["source"], json!(t.join("releases/v1/data")));
+    assert_eq!(
+        out["mounts"][n - 2]["source"],
+        json!(t.join("releases/v2/data"))
+    );
+    assert_eq!(
+        out["mounts"][n - 1]["source"],
+        json!(t.join("releases/v1/data"))
+    );
     // Every other field is as it was, unknown ones included, in the same order.
     let mut back = out.clone();
     back["mounts"][n - 2]["source"] = doc["mounts"][n - 2]["source"].clone();
     back["mounts"][n - 1]["source"] = doc["mounts"][n - 1]["source"].clone();
-    assert_eq!(serde_json::to_string(&back).unwrap(), serde_json::to_string(&doc).unwrap());
+    assert_eq!(
+        serde_json::to_string(&back).unwrap(),
+        serde_json::to_string(&doc).unwrap()
+    );
 }
 
 #[test]
@@ -223,20 +298,39 @@ fn the_oci_hook_fixes_owners_and_refuses_what_it_cannot_rewrite() {
     std::fs::create_dir_all(t.join("releases/v2")).unwrap();
     symlink("releases/v2", t.join("current")).unwrap();
     let b = f.bundle("b");
-    let doc = doc_for(&b, vec![bind(&t.join("data"), "/data", false), bind(&t.join("current"), "/app", false)], Some(100000));
+    let doc = doc_for(
+        &b,
+        vec![
+            bind(&t.join("data"), "/data", false),
+            bind(&t.join("current"), "/app", false),
+        ],
+        Some(100000),
+    );
     write_config_json(&b, &doc);
     let state = json!({"ociVersion": "1.0.2", "id": "ctr-42", "status": "creating", "bundle": b});
     let o = f.hook(&[], &serde_json::to_vec(&state).unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(owner_of(&t.join("data")), (100000, 100000));
-    assert_eq!(owner_of(&t.join("releases/v2")), (100000, 100000), "a relative link the host resolves the same way is fine");
-    assert!(f.log().contains("ctr-42"), "the container id is on the log lines: {}", f.log());
+    assert_eq!(
+        owner_of(&t.join("releases/v2")),
+        (100000, 100000),
+        "a relative link the host resolves the same way is fine"
+    );
+    assert!(
+        f.log().contains("ctr-42"),
+        "the container id is on the log lines: {}",
+        f.log()
+    );
 
     // An absolute link: the host would resolve it outside the chroot; the hook cannot rewrite.
     std::fs::remove_file(t.join("current")).unwrap();
     symlink("/releases/v2", t.join("current")).unwrap();
     let o = f.hook(&["hook"], &serde_json::to_vec(&state).unwrap());
-    assert_one_line_error(&o, "oci-volume-hook", &["mount /app", "symlink", "precreate"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["mount /app", "symlink", "precreate"],
+    );
 }
 
 #[test]
@@ -252,12 +346,20 @@ fn mounts_outside_the_chroots_are_untouched() {
     let b = f.bundle("b");
     let doc = doc_for(
         &b,
-        vec![bind(&outside, "/shared", false), bind(&other_tree, "/other", false), bind(&t.join("ok"), "/ok", false)],
+        vec![
+            bind(&outside, "/shared", false),
+            bind(&other_tree, "/other", false),
+            bind(&t.join("ok"), "/ok", false),
+        ],
         Some(100000),
     );
     let before = snapshot(&f.path().join("host"));
     output_doc(&precreate(&f, &doc));
-    assert_unchanged(&before, &snapshot(&f.path().join("host")), "outside the chroots");
+    assert_unchanged(
+        &before,
+        &snapshot(&f.path().join("host")),
+        "outside the chroots",
+    );
     assert!(!f.path().join("containerdata2").exists());
     assert_eq!(owner_of(&t.join("ok")), (100000, 100000));
 }
@@ -273,18 +375,34 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
     let before = snapshot(&t);
 
     let o = f.hook(&["precreate"], b"{\"mounts\": [");
-    assert_one_line_error(&o, "oci-volume-hook", &["config.json on stdin", "not valid JSON"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["config.json on stdin", "not valid JSON"],
+    );
     let o = f.hook(&[], b"not json");
     assert_one_line_error(&o, "oci-volume-hook", &["OCI state", "not valid JSON"]);
     let o = f.hook(&[], br#"{"id": "x", "bundle": "/nonexistent/bundle"}"#);
-    assert_one_line_error(&o, "oci-volume-hook", &["/nonexistent/bundle", "config.json"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["/nonexistent/bundle", "config.json"],
+    );
     let o = f.hook(&["plan", "--bundle", "/nonexistent/bundle"], b"");
     assert_one_line_error(&o, "oci-volume-hook", &["/nonexistent/bundle"]);
 
-    let mut no_root = doc_for(&b, vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)], None);
+    let mut no_root = doc_for(
+        &b,
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        None,
+    );
     no_root.as_object_mut().unwrap().remove("root");
     let o = precreate(&f, &no_root);
-    assert_one_line_error(&o, "oci-volume-hook", &["mount /etc/localtime", "no root.path"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["mount /etc/localtime", "no root.path"],
+    );
 
     let mut dotdot = doc_for(&b, vec![], None);
     dotdot["mounts"] = json!([bind(&t.join("../user-titi/x"), "/x", false)]);
@@ -292,14 +410,29 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
     assert_one_line_error(&o, "oci-volume-hook", &["mount /x", "`..`"]);
 
     assert_unchanged(&before, &snapshot(&t), "bad input");
-    assert!(f.log().contains("no root.path"), "errors are logged too: {}", f.log());
+    assert!(
+        f.log().contains("no root.path"),
+        "errors are logged too: {}",
+        f.log()
+    );
 
     // An unknown configuration key is named.
-    std::fs::write(f.config_path(), "chroots = [\"/x/*\"]\nowners = \"process-user\"\n").unwrap();
+    std::fs::write(
+        f.config_path(),
+        "chroots = [\"/x/*\"]\nowners = \"process-user\"\n",
+    )
+    .unwrap();
     let o = f.hook(&["precreate"], b"{}");
-    assert_one_line_error(&o, "oci-volume-hook", &["unknown field", "owners", "config.toml"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["unknown field", "owners", "config.toml"],
+    );
     // An explicitly named configuration that does not exist is an error too.
-    let o = std::process::Command::new(HOOK).args(["--config", "/nonexistent/c.toml", "precreate"]).output().unwrap();
+    let o = std::process::Command::new(HOOK)
+        .args(["--config", "/nonexistent/c.toml", "precreate"])
+        .output()
+        .unwrap();
     assert_one_line_error(&o, "oci-volume-hook", &["/nonexistent/c.toml"]);
 }
 
@@ -311,19 +444,42 @@ fn plan_json_is_stable() {
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     let b = f.bundle("b");
-    let doc = runc_config("true", vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)], Some(100000));
+    let doc = runc_config(
+        "true",
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        Some(100000),
+    );
     write_config_json(&b, &doc);
     let o = f.hook(&["plan", "--bundle", b.to_str().unwrap(), "--json"], b"");
     assert!(o.status.success(), "{}", stderr(&o));
     let v: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["version"], 1);
     assert_eq!(v["ok"], true);
-    let m = v["mounts"].as_array().unwrap().iter().find(|m| m["destination"] == "/etc/localtime").unwrap().clone();
+    let m = v["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/etc/localtime")
+        .unwrap()
+        .clone();
     assert_eq!(m["action"], "create-file");
     assert_eq!(m["wanted"], "file");
     assert_eq!(m["owner"], json!({"uid": 100000, "gid": 100000}));
     assert_eq!(m["chroot"], json!(t));
     let keys: Vec<&String> = m.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["index", "destination", "source", "chroot", "wanted", "action", "reason", "owner", "resolved_source"]);
+    assert_eq!(
+        keys,
+        [
+            "index",
+            "destination",
+            "source",
+            "chroot",
+            "wanted",
+            "action",
+            "reason",
+            "owner",
+            "resolved_source"
+        ]
+    );
     assert!(!t.join("etc").exists(), "plan touches nothing");
 }

@@ -20,5 +20,4 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 export OCI_VOLUME_HOOK_REQUIRE_E2E=1
-cargo build --locked --release --bins
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"

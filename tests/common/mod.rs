@@ -13,7 +13,8 @@ pub const HOOK: &str = env!("CARGO_BIN_EXE_oci-volume-hook");
 
 /// Whether a missing engine or missing root must fail the test instead of skipping it.
 pub fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") || std::env::var_os("OCI_VOLUME_HOOK_REQUIRE_E2E").is_some()
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var_os("OCI_VOLUME_HOOK_REQUIRE_E2E").is_some()
 }
 
 /// `true` when running as root; otherwise skips (or fails in CI).
@@ -21,7 +22,10 @@ pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(!required(), "{test}: needs root, and CI requires every test to run");
+    assert!(
+        !required(),
+        "{test}: needs root, and CI requires every test to run"
+    );
     eprintln!("SKIP {test}: needs root");
     false
 }
@@ -37,7 +41,10 @@ pub fn engine(test: &str, name: &str) -> Option<PathBuf> {
             return Some(p);
         }
     }
-    assert!(!required(), "{test}: {name} is not installed, and CI requires end-to-end tests to run");
+    assert!(
+        !required(),
+        "{test}: {name} is not installed, and CI requires end-to-end tests to run"
+    );
     eprintln!("SKIP {test}: {name} is not installed");
     None
 }
@@ -51,7 +58,10 @@ impl Fixture {
     pub fn new() -> Fixture {
         // Under /var/tmp rather than /tmp: some engines refuse tmpfs quirks, and a tmpfs /tmp
         // would put chroot and host on different filesystems than in production.
-        let dir = tempfile::Builder::new().prefix("ovh-test-").tempdir_in("/var/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("ovh-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let f = Fixture { dir };
         std::fs::create_dir_all(f.base()).unwrap();
@@ -96,13 +106,24 @@ impl Fixture {
     }
     /// Runs the hook binary with this fixture's config.
     pub fn hook(&self, args: &[&str], stdin: &[u8]) -> Output {
-        run_with_stdin(Command::new(HOOK).arg("--config").arg(self.config_path()).args(args), stdin)
+        run_with_stdin(
+            Command::new(HOOK)
+                .arg("--config")
+                .arg(self.config_path())
+                .args(args),
+            stdin,
+        )
     }
 }
 
 pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     use std::io::Write;
-    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let mut input = child.stdin.take().unwrap();
     let data = stdin.to_vec();
     let writer = std::thread::spawn(move || {
@@ -120,7 +141,11 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts the failure contract: non-zero exit, exactly one stderr line, starting with the
 /// binary's name and containing every `needles` part.
 pub fn assert_one_line_error(o: &Output, bin: &str, needles: &[&str]) -> String {
-    assert!(!o.status.success(), "expected failure, got success; stderr: {}", stderr(o));
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {}",
+        stderr(o)
+    );
     let err = stderr(o);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "expected one stderr line, got: {err:?}");
@@ -133,10 +158,21 @@ pub fn assert_one_line_error(o: &Output, bin: &str, needles: &[&str]) -> String 
 
 /// A minimal rootfs: busybox-static, `/etc/localtime -> /usr/share/zoneinfo/UTC` (a file).
 pub fn make_rootfs(rootfs: &Path) {
-    for d in ["bin", "etc", "usr/share/zoneinfo", "data", "proc", "dev", "sys", "tmp"] {
+    for d in [
+        "bin",
+        "etc",
+        "usr/share/zoneinfo",
+        "data",
+        "proc",
+        "dev",
+        "sys",
+        "tmp",
+    ] {
         std::fs::create_dir_all(rootfs.join(d)).unwrap();
     }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().find(|p| Path::new(p).exists());
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
     if let Some(bb) = busybox {
         std::fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
         let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh"));
@@ -164,7 +200,13 @@ pub fn runc_config(script: &str, mounts: Vec<Value>, userns: Option<u32>) -> Val
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]}),
     ];
     all.extend(mounts);
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"}), json!({"type": "network"})];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+        json!({"type": "network"}),
+    ];
     let mut linux = json!({
         "maskedPaths": ["/proc/kcore"],
         "readonlyPaths": ["/proc/sys"],
@@ -200,7 +242,11 @@ pub fn runc_config(script: &str, mounts: Vec<Value>, userns: Option<u32>) -> Val
 }
 
 pub fn write_config_json(bundle: &Path, doc: &Value) {
-    std::fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(doc).unwrap()).unwrap();
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(doc).unwrap(),
+    )
+    .unwrap();
 }
 
 /// Runs `runc run` in `bundle` with a private state root; returns the output.
@@ -227,14 +273,35 @@ pub fn snapshot(root: &Path) -> Snapshot {
 }
 
 fn walk(p: &Path, out: &mut Snapshot) {
-    let Ok(md) = std::fs::symlink_metadata(p) else { return };
-    let target = if md.file_type().is_symlink() { std::fs::read_link(p).map(|t| t.display().to_string()).unwrap_or_default() } else { String::new() };
+    let Ok(md) = std::fs::symlink_metadata(p) else {
+        return;
+    };
+    let target = if md.file_type().is_symlink() {
+        std::fs::read_link(p)
+            .map(|t| t.display().to_string())
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
     out.insert(
         p.to_path_buf(),
-        format!("mode={:o} uid={} gid={} mtime={}.{} size={} nlink={} -> {}", md.mode(), md.uid(), md.gid(), md.mtime(), md.mtime_nsec(), md.size(), md.nlink(), target),
+        format!(
+            "mode={:o} uid={} gid={} mtime={}.{} size={} nlink={} -> {}",
+            md.mode(),
+            md.uid(),
+            md.gid(),
+            md.mtime(),
+            md.mtime_nsec(),
+            md.size(),
+            md.nlink(),
+            target
+        ),
     );
     if md.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut entries: Vec<_> = std::fs::read_dir(p)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
         entries.sort();
         for e in entries {
             walk(&e, out);
@@ -255,7 +322,10 @@ pub fn assert_unchanged(before: &Snapshot, after: &Snapshot, what: &str) {
         for k in after.keys().filter(|k| !before.contains_key(*k)) {
             diff.push(format!("created {}", k.display()));
         }
-        panic!("{what}: host paths outside the chroot changed:\n{}", diff.join("\n"));
+        panic!(
+            "{what}: host paths outside the chroot changed:\n{}",
+            diff.join("\n")
+        );
     }
 }
 
@@ -265,9 +335,13 @@ pub fn owner_of(p: &Path) -> (u32, u32) {
 }
 
 pub fn is_file(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).map(|m| m.file_type().is_file()).unwrap_or(false)
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_file())
+        .unwrap_or(false)
 }
 
 pub fn is_dir(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).map(|m| m.file_type().is_dir()).unwrap_or(false)
+    std::fs::symlink_metadata(p)
+        .map(|m| m.file_type().is_dir())
+        .unwrap_or(false)
 }

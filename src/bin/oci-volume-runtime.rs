@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    oci_volume_hook::wrapper::main()
+}

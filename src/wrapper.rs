@@ -1,0 +1,379 @@
+//! `oci-volume-runtime`: a runc-compatible wrapper. For `create` and `run` it prepares the
+//! bundle's bind-mount sources, then execs the real runtime with the argv unchanged; every
+//! other subcommand execs the runtime at once.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Config, ENV_PATH};
+use crate::hook;
+use crate::logging::{self, Sink};
+use crate::spec;
+
+pub const BIN: &str = "oci-volume-runtime";
+
+/// runc's global flags that take a value (`--root R` or `--root=R`; Go also takes one dash).
+const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "rootless"];
+/// `create`/`run` flags that take a value.
+const CREATE_VALUE_FLAGS: &[&str] = &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
+
+/// What the wrapper needs from runc's argv.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Invocation {
+    pub log: Option<PathBuf>,
+    pub log_format: Option<String>,
+    /// The subcommand, if any (`--version` alone has none).
+    pub command: Option<String>,
+    /// For `create`/`run`: the bundle (default: the working directory) and the container id.
+    pub bundle: Option<PathBuf>,
+    pub id: Option<String>,
+}
+
+impl Invocation {
+    pub fn prepares(&self) -> bool {
+        matches!(self.command.as_deref(), Some("create" | "run"))
+    }
+}
+
+/// Splits `-x`, `--x`, `--x=v` into (name, inline value); `None` for a non-flag.
+fn flag(arg: &OsStr) -> Option<(&str, Option<&OsStr>)> {
+    let b = arg.as_bytes();
+    if b.len() < 2 || b[0] != b'-' || b == b"--" {
+        return None;
+    }
+    let body = if b[1] == b'-' { &b[2..] } else { &b[1..] };
+    let (name, value) = match body.iter().position(|&c| c == b'=') {
+        Some(i) => (&body[..i], Some(OsStr::from_bytes(&body[i + 1..]))),
+        None => (body, None),
+    };
+    Some((std::str::from_utf8(name).ok()?, value))
+}
+
+/// Reads runc's argv (without argv[0]) the way runc's flag parser does: flags up to the
+/// first positional argument or `--`.
+pub fn parse(args: &[OsString]) -> Invocation {
+    let mut inv = Invocation::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        let Some((name, inline)) = flag(a) else { break };
+        if GLOBAL_VALUE_FLAGS.contains(&name) {
+            let value = match inline {
+                Some(v) => Some(v.to_os_string()),
+                None => {
+                    i += 1;
+                    args.get(i).cloned()
+                }
+            };
+            match name {
+                "log" => inv.log = value.map(PathBuf::from),
+                "log-format" => inv.log_format = value.map(|v| v.to_string_lossy().into_owned()),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    let Some(command) = args.get(i) else {
+        return inv;
+    };
+    inv.command = Some(command.to_string_lossy().into_owned());
+    if !inv.prepares() {
+        return inv;
+    }
+    let mut j = i + 1;
+    while j < args.len() {
+        let a = &args[j];
+        if a == "--" {
+            j += 1;
+            break;
+        }
+        let Some((name, inline)) = flag(a) else { break };
+        if CREATE_VALUE_FLAGS.contains(&name) {
+            let value = match inline {
+                Some(v) => Some(v.to_os_string()),
+                None => {
+                    j += 1;
+                    args.get(j).cloned()
+                }
+            };
+            if matches!(name, "bundle" | "b") {
+                inv.bundle = value.map(PathBuf::from);
+            }
+        }
+        j += 1;
+    }
+    inv.id = args.get(j).map(|s| s.to_string_lossy().into_owned());
+    inv
+}
+
+/// Finds the runtime to exec: an absolute path, or a name on PATH — never this wrapper.
+pub fn find_runtime(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf> {
+    let me = std::fs::metadata("/proc/self/exe")
+        .ok()
+        .map(|m| (m.dev(), m.ino()));
+    let is_me =
+        |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())) == me && me.is_some();
+    let is_exe =
+        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0);
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        if is_me(&p) {
+            bail!("runtime {name} is {BIN} itself; set `runtime` to the real runtime");
+        }
+        if !is_exe(&p) {
+            bail!("runtime {name} is not an executable file");
+        }
+        return Ok(p);
+    }
+    let dirs = path_var
+        .map(|p| p.to_os_string())
+        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    for dir in std::env::split_paths(&dirs) {
+        let p = dir.join(name);
+        if is_exe(&p) && !is_me(&p) {
+            return Ok(p);
+        }
+    }
+    bail!("runtime {name:?} not found on PATH (other than {BIN} itself)")
+}
+
+/// The wrapper's main: never returns on success (the runtime replaces it).
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let inv = parse(&args);
+    // Pass-through: the config is read only for the runtime's name.
+    let config = match Config::load(None) {
+        Ok(c) => c,
+        Err(e) => return fail(&inv, Sink::Stderr, &e),
+    };
+    let runtime = match find_runtime(&config.runtime, std::env::var_os("PATH").as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                &inv,
+                Sink::Stderr,
+                &e.context(format!("config {}", config_path_hint())),
+            );
+        }
+    };
+    if inv.prepares() {
+        let sink = logging::init(&config.log, BIN);
+        let id = inv.id.clone().unwrap_or_else(|| "-".into());
+        let span = tracing::info_span!("container", id = %id).entered();
+        if let Err(e) = prepare_bundle(&config, &inv) {
+            return fail(&inv, sink, &e);
+        }
+        drop(span);
+    }
+    let err = std::process::Command::new(&runtime)
+        .arg0(&runtime)
+        .args(&args)
+        .exec();
+    fail(
+        &inv,
+        Sink::Stderr,
+        &anyhow::Error::new(err).context(format!("exec {}", runtime.display())),
+    )
+}
+
+fn config_path_hint() -> String {
+    std::env::var(ENV_PATH).unwrap_or_else(|_| crate::config::DEFAULT_PATH.into())
+}
+
+/// Prepares the bundle's sources and, when a source must point elsewhere, replaces
+/// config.json (atomically, in the bundle) with the edited document.
+fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<()> {
+    let bundle = match &inv.bundle {
+        Some(b) => b.clone(),
+        None => std::env::current_dir().context("working directory")?,
+    };
+    let mut doc = spec::read_bundle_config(&bundle)?;
+    let plans = hook::rewrite(config, &mut doc, &bundle)?;
+    if plans.iter().any(|p| p.resolved_source.is_some()) {
+        write_config(&bundle, &doc)?;
+    }
+    Ok(())
+}
+
+fn write_config(bundle: &Path, doc: &serde_json::Value) -> Result<()> {
+    let path = bundle.join("config.json");
+    let tmp = bundle.join(format!(
+        ".config.json.{}.oci-volume-runtime",
+        std::process::id()
+    ));
+    let write = || -> Result<()> {
+        let mode = std::fs::metadata(&path)
+            .map(|m| m.mode() & 0o7777)
+            .unwrap_or(0o644);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        serde_json::to_writer(&mut f, doc)?;
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(())
+    };
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("rewriting {}", path.display()))
+}
+
+/// Reports a failure: stderr, the log, and runc's `--log` file where containerd reads it.
+fn fail(inv: &Invocation, sink: Sink, err: &anyhow::Error) -> ExitCode {
+    logging::report_failure(sink, BIN, err);
+    if let Some(log) = &inv.log {
+        let msg = format!("{BIN}: {}", logging::one_line(&format!("{err:#}")));
+        let _ = append_runtime_log(log, inv.log_format.as_deref(), &msg);
+    }
+    ExitCode::FAILURE
+}
+
+/// One line in runc's log format: JSON (`--log-format json`) or logrus text.
+pub fn runtime_log_line(format: Option<&str>, msg: &str, now: SystemTime) -> String {
+    let time = rfc3339(now);
+    if format == Some("json") {
+        serde_json::json!({"level": "error", "msg": msg, "time": time}).to_string()
+    } else {
+        format!("time={:?} level=error msg={:?}", time, msg)
+    }
+}
+
+fn append_runtime_log(path: &Path, format: Option<&str>, msg: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    writeln!(f, "{}", runtime_log_line(format, msg, SystemTime::now()))
+}
+
+/// UTC RFC 3339 with seconds, e.g. 2026-11-24T02:03:04Z.
+fn rfc3339(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> Invocation {
+        parse(&s.split_whitespace().map(OsString::from).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn containerd_create() {
+        let inv = p(
+            "--root /run/r --log /b/log.json --log-format json create --bundle /b --pid-file /b/pid ctr1",
+        );
+        assert_eq!(inv.command.as_deref(), Some("create"));
+        assert_eq!(inv.bundle.as_deref(), Some(Path::new("/b")));
+        assert_eq!(inv.log.as_deref(), Some(Path::new("/b/log.json")));
+        assert_eq!(inv.log_format.as_deref(), Some("json"));
+        assert_eq!(inv.id.as_deref(), Some("ctr1"));
+        assert!(inv.prepares());
+    }
+
+    #[test]
+    fn bundle_spellings() {
+        for s in [
+            "create --bundle=/x id",
+            "create -b /x id",
+            "create -b=/x id",
+            "run --console-socket /s -b /x id",
+            "--debug --root=/r run --bundle /x -d id",
+        ] {
+            let inv = p(s);
+            assert_eq!(inv.bundle.as_deref(), Some(Path::new("/x")), "{s}");
+            assert_eq!(inv.id.as_deref(), Some("id"), "{s}");
+        }
+        let inv = p("run id");
+        assert_eq!(inv.bundle, None, "default: working directory");
+    }
+
+    #[test]
+    fn global_flag_values_are_not_subcommands() {
+        // A global flag's value that looks like a subcommand must not be taken for one.
+        let inv = p("--root create --log run start id");
+        assert_eq!(inv.command.as_deref(), Some("start"));
+        assert!(!inv.prepares());
+        let inv = p("--version");
+        assert_eq!(inv.command, None);
+        let inv = p("delete --force id");
+        assert_eq!(inv.command.as_deref(), Some("delete"));
+    }
+
+    #[test]
+    fn bundle_after_the_id_is_not_a_flag() {
+        // runc stops reading flags at the container id.
+        let inv = p("create id --bundle /x");
+        assert_eq!(inv.id.as_deref(), Some("id"));
+        assert_eq!(inv.bundle, None);
+    }
+
+    #[test]
+    fn log_lines() {
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_795_485_784);
+        let line = runtime_log_line(Some("json"), "oci-volume-runtime: mount /x: bad", t);
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "error");
+        assert_eq!(v["msg"], "oci-volume-runtime: mount /x: bad");
+        assert_eq!(v["time"], "2026-11-24T02:03:04Z");
+        let text = runtime_log_line(None, "a \"q\"", t);
+        assert_eq!(
+            text,
+            "time=\"2026-11-24T02:03:04Z\" level=error msg=\"a \\\"q\\\"\""
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let leap = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn never_finds_itself() {
+        let me = std::fs::read_link("/proc/self/exe").unwrap();
+        assert!(find_runtime(me.to_str().unwrap(), None).is_err());
+        let dir = me.parent().unwrap().as_os_str().to_os_string();
+        let name = me.file_name().unwrap().to_str().unwrap();
+        assert!(find_runtime(name, Some(&dir)).is_err());
+        assert!(find_runtime("sh", Some(OsStr::new("/nonexistent:/bin:/usr/bin"))).is_ok());
+    }
+}

@@ -1,0 +1,222 @@
+//! `oci-volume-runtime` over the real runc, and its argv and error contracts.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde_json::Value;
+
+const WRAPPER: &str = env!("CARGO_BIN_EXE_oci-volume-runtime");
+
+fn wrapper(f: &Fixture, cwd: &Path, args: &[&str]) -> Output {
+    Command::new(WRAPPER)
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_through_the_wrapper_with_plain_runc() {
+    let Some(runc) = engine("wrapper_run", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
+    std::fs::create_dir_all(t.join("releases/v2")).unwrap();
+    std::fs::write(t.join("releases/v2/VERSION"), "v2\n").unwrap();
+    std::os::unix::fs::symlink("/releases/v2", t.join("current")).unwrap();
+    let b = f.bundle("b");
+    let doc = runc_config(
+        "test -f /etc/localtime && cat /data/VERSION",
+        vec![
+            bind(&t.join("etc/localtime"), "/etc/localtime", true),
+            bind(&t.join("current"), "/data", true),
+        ],
+        Some(100000),
+    );
+    write_config_json(&b, &doc);
+    let state = b.join("state");
+    let o = wrapper(
+        &f,
+        &b,
+        &["--root", state.to_str().unwrap(), "run", "ovh-wrapped-1"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "v2\n");
+    assert!(is_file(&t.join("etc/localtime")));
+    assert_eq!(owner_of(&t.join("etc/localtime")), (100000, 100000));
+    // The bundle's config.json now points at the release; every other field is kept.
+    let mut after: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    let n = after["mounts"].as_array().unwrap().len();
+    assert_eq!(
+        after["mounts"][n - 1]["source"],
+        serde_json::json!(t.join("releases/v2"))
+    );
+    after["mounts"][n - 1]["source"] = doc["mounts"][n - 1]["source"].clone();
+    assert_eq!(after, doc);
+}
+
+#[test]
+fn a_failed_preparation_never_calls_runc_and_says_why_in_runcs_log() {
+    let Some(runc) = engine("wrapper_failure", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("etc/localtime/keep")).unwrap();
+    let b = f.bundle("b");
+    write_config_json(
+        &b,
+        &runc_config(
+            "true",
+            vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+            None,
+        ),
+    );
+    let state = b.join("state");
+    let log = b.join("log.json");
+    let args = [
+        "--root",
+        state.to_str().unwrap(),
+        "--log",
+        log.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "create",
+        "--bundle",
+        b.to_str().unwrap(),
+        "--pid-file",
+        "/nonexistent/pid",
+        "ovh-fail-1",
+    ];
+    let o = wrapper(&f, Path::new("/"), &args);
+    assert_one_line_error(
+        &o,
+        "oci-volume-runtime",
+        &["mount /etc/localtime", "non-empty directory"],
+    );
+    let last = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .to_string();
+    let v: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(v["level"], "error");
+    let msg = v["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("oci-volume-runtime: mount /etc/localtime")
+            && msg.contains("non-empty directory"),
+        "{msg}"
+    );
+    assert!(v["time"].as_str().unwrap().ends_with('Z'));
+    assert!(!state.join("ovh-fail-1").exists(), "runc was not called");
+    assert!(t.join("etc/localtime/keep").is_dir());
+    assert!(
+        f.log().contains("non-empty directory"),
+        "and the tool's own log has it: {}",
+        f.log()
+    );
+
+    // Without --log-format json, runc's text format.
+    let log2 = b.join("log.txt");
+    let o = wrapper(
+        &f,
+        &b,
+        &["--log", log2.to_str().unwrap(), "run", "ovh-fail-2"],
+    );
+    assert!(!o.status.success());
+    let text = std::fs::read_to_string(&log2).unwrap();
+    assert!(
+        text.starts_with("time=\"")
+            && text.contains("level=error msg=\"oci-volume-runtime: mount /etc/localtime"),
+        "{text}"
+    );
+}
+
+#[test]
+fn other_subcommands_pass_straight_through() {
+    let Some(runc) = engine("wrapper_passthrough", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let o = wrapper(&f, Path::new("/"), &["--version"]);
+    let plain = Command::new(&runc).arg("--version").output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(o.stdout, plain.stdout, "--version is runc's own");
+
+    // A bundle with a broken config.json: not read for anything but create/run.
+    let b = f.path().join("broken");
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(b.join("config.json"), "{not json").unwrap();
+    let state = b.join("state");
+    let o = wrapper(
+        &f,
+        &b,
+        &["--root", state.to_str().unwrap(), "state", "no-such-ctr"],
+    );
+    let plain = Command::new(&runc)
+        .args(["--root", state.to_str().unwrap(), "state", "no-such-ctr"])
+        .current_dir(&b)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), plain.status.code());
+    assert!(
+        stderr(&o).contains("does not exist") || stderr(&o).contains("not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = wrapper(&f, &b, &["--root", state.to_str().unwrap(), "create", "x"]);
+    assert_one_line_error(&o, "oci-volume-runtime", &["not valid JSON"]);
+}
+
+#[test]
+fn argv_stdio_and_exit_status_are_the_runtimes() {
+    if !root_or_skip("wrapper_argv") {
+        return;
+    }
+    let f = Fixture::new();
+    // A stand-in runtime that reports what it was given (argv handling, not an end-to-end test).
+    let fake = f.path().join("fake-runtime");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\nprintf '%s\\n' \"$0\" \"$@\"\nread line; echo \"stdin:$line\"\nexit 7\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.write_config(&format!("runtime = \"{}\"", fake.display()));
+    let mut child = Command::new(WRAPPER)
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .args(["--root", "/r", "kill", "--all", "id with space", "KILL"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"hello\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(7));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let expected = format!(
+        "{}\n--root\n/r\nkill\n--all\nid with space\nKILL\nstdin:hello\n",
+        fake.display()
+    );
+    assert_eq!(out, expected);
+
+    // A wrapper configured to run itself refuses, rather than looping.
+    f.write_config(&format!("runtime = \"{WRAPPER}\""));
+    let o = wrapper(&f, Path::new("/"), &["--version"]);
+    assert_one_line_error(&o, "oci-volume-runtime", &["itself"]);
+}

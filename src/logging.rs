@@ -52,15 +52,13 @@ pub fn init(log: &Log, bin: &'static str) -> Sink {
                     .try_init();
                 Sink::Journald
             }
-            Err(_) => {
-                return init(
-                    &Log {
-                        target: LogTarget::Syslog,
-                        ..log.clone()
-                    },
-                    bin,
-                );
-            }
+            Err(_) => init(
+                &Log {
+                    target: LogTarget::Syslog,
+                    ..log.clone()
+                },
+                bin,
+            ),
         },
         LogTarget::Syslog => match Syslog::connect(bin) {
             Ok(writer) => {
@@ -75,15 +73,13 @@ pub fn init(log: &Log, bin: &'static str) -> Sink {
                     .try_init();
                 Sink::Syslog
             }
-            Err(_) => {
-                return init(
-                    &Log {
-                        target: LogTarget::Stderr,
-                        ..log.clone()
-                    },
-                    bin,
-                );
-            }
+            Err(_) => init(
+                &Log {
+                    target: LogTarget::Stderr,
+                    ..log.clone()
+                },
+                bin,
+            ),
         },
         LogTarget::File => {
             let file = log
@@ -97,15 +93,13 @@ pub fn init(log: &Log, bin: &'static str) -> Sink {
                         .try_init();
                     Sink::File
                 }
-                None => {
-                    return init(
-                        &Log {
-                            target: LogTarget::Stderr,
-                            ..log.clone()
-                        },
-                        bin,
-                    );
-                }
+                None => init(
+                    &Log {
+                        target: LogTarget::Stderr,
+                        ..log.clone()
+                    },
+                    bin,
+                ),
             }
         }
         LogTarget::Stderr => {

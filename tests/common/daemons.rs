@@ -133,7 +133,7 @@ impl Daemons {
 
     /// `docker import` of a rootfs directory.
     pub fn import(&self, rootfs: &Path, tag: &str) {
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(rootfs)
             .args(["-c", "."])

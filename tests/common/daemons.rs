@@ -150,6 +150,7 @@ impl Daemons {
             .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of {}", rootfs.display());
         assert!(
             out.status.success(),
             "docker import: {}",

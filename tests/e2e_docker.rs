@@ -83,6 +83,7 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     let lt = t.join("etc/localtime");
     let o = run("runc", &lt, "/etc/localtime", "cat /etc/localtime");
     assert!(!o.status.success());
+    eprintln!("plain runc: {}", text(&o));
     assert!(text(&o).contains("not a directory"), "{}", text(&o));
     assert!(is_dir(&lt), "dockerd left a directory behind");
     let o = run(
@@ -113,6 +114,7 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     let o = run("ovh", &zone, "/etc/localtime", "echo should-not-start");
     assert!(!o.status.success());
     let out = text(&o);
+    eprintln!("refused: {out}");
     assert!(
         out.contains("oci-volume-runtime: mount /etc/localtime")
             && out.contains("non-empty directory"),

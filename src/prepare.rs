@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::chroot;
 use crate::config::Config;
 use crate::ownership;
-use crate::resolve::{Found, Kind, Lookup, Root, open_nofollow};
+use crate::resolve::{Found, Kind, Lookup, Node, Root, open_nofollow};
 use crate::spec::View;
 
 /// What the container needs at a mount's destination.
@@ -190,7 +190,11 @@ impl<'a> Preparer<'a> {
         if let Some(p) = plans.iter().find(|p| p.action == Action::Refuse) {
             bail!("{}: {}", p.name(), p.reason);
         }
-        for p in plans.iter_mut().filter(|p| p.chroot.is_some()) {
+        // A mount planned as `nothing` is already right: resolving it again would only cost.
+        for p in plans
+            .iter_mut()
+            .filter(|p| p.chroot.is_some() && p.action != Action::Nothing)
+        {
             let resolved = self.apply(p).with_context(|| p.name())?;
             p.resolved_source = resolved;
         }
@@ -226,6 +230,14 @@ impl<'a> Preparer<'a> {
             .rootfs
             .as_ref()
             .expect("rootfs opened before planning a chroot mount");
+        let rel = dest.strip_prefix("/").unwrap_or(dest);
+        if let Some(node) = rootfs.lookup_plain(rel) {
+            return if node.kind == Kind::Dir {
+                Want::Dir
+            } else {
+                Want::File
+            };
+        }
         match rootfs.lookup(dest) {
             Ok(Lookup::Found(f)) if f.node.kind == Kind::Dir => Want::Dir,
             Ok(Lookup::Found(_)) => Want::File,
@@ -249,6 +261,17 @@ impl<'a> Preparer<'a> {
             Ok(r) => r,
             Err(e) => return refuse(p, e),
         };
+        // Already there, no symlink on the way: one openat2 tells all.
+        if let Some(node) = root.lookup_plain(&inside.rel) {
+            if matches!(
+                (want, node.kind),
+                (Want::File, Kind::File)
+                    | (Want::Dir, Kind::Dir)
+                    | (Want::Any, Kind::File | Kind::Dir)
+            ) {
+                return plan_owner(p, &node, owner);
+            }
+        }
         let lookup = match root.lookup(&inside.rel) {
             Ok(l) => l,
             Err(e) => return refuse(p, format!("{e:#}")),
@@ -338,19 +361,7 @@ impl<'a> Preparer<'a> {
                 p,
                 format!("is a regular file, but the image has a directory at {dest}"),
             ),
-            (_, Kind::Dir | Kind::File) => match chown_needed(&found, owner) {
-                Ok(false) => {
-                    p.reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid)
-                }
-                Ok(true) => {
-                    p.action = Action::Chown;
-                    p.reason = format!(
-                        "a {kind} owned by {}:{}, wanted {}:{}",
-                        found.node.stat.st_uid, found.node.stat.st_gid, owner.uid, owner.gid
-                    );
-                }
-                Err(e) => refuse(p, format!("{e:#}")),
-            },
+            (_, Kind::Dir | Kind::File) => plan_owner(p, &found.node, owner),
             (_, other) => refuse(p, format!("is a {other}, not a regular file or directory")),
         }
     }
@@ -448,7 +459,7 @@ impl<'a> Preparer<'a> {
                             )
                         }
                         (_, Kind::Dir | Kind::File) => {
-                            if chown_needed(&f, owner)? {
+                            if chown_needed(&f.node, owner)? {
                                 chown(&f.node.fd, owner)?;
                                 tracing::info!(
                                     "gave {} to {}:{}",
@@ -496,12 +507,28 @@ fn strip_dotdot(path: &Path) -> PathBuf {
 
 /// Whether the owner must change; a hard-linked file is refused, since its other names may
 /// lie outside the chroot.
-fn chown_needed(f: &Found, owner: Owner) -> Result<bool> {
-    let st = &f.node.stat;
+/// Plans `nothing` or `chown` for a source of the right type.
+fn plan_owner(p: &mut MountPlan, node: &Node, owner: Owner) {
+    let kind = node.kind;
+    match chown_needed(node, owner) {
+        Ok(false) => p.reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid),
+        Ok(true) => {
+            p.action = Action::Chown;
+            p.reason = format!(
+                "a {kind} owned by {}:{}, wanted {}:{}",
+                node.stat.st_uid, node.stat.st_gid, owner.uid, owner.gid
+            );
+        }
+        Err(e) => refuse(p, format!("{e:#}")),
+    }
+}
+
+fn chown_needed(node: &Node, owner: Owner) -> Result<bool> {
+    let st = &node.stat;
     if st.st_uid == owner.uid && st.st_gid == owner.gid {
         return Ok(false);
     }
-    if f.node.kind == Kind::File && st.st_nlink > 1 {
+    if node.kind == Kind::File && st.st_nlink > 1 {
         bail!(
             "is a file with {} hard links; its owner is not changed, as another link may lie outside the chroot",
             st.st_nlink

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use oci_spec::runtime::{LinuxIdMapping, Mount};
+use serde::Deserialize;
 use serde_json::Value;
 
 /// config.json and OCI state documents larger than this are refused rather than parsed.
@@ -76,7 +77,7 @@ impl View {
                 .as_array()
                 .ok_or_else(|| anyhow!("config.json: mounts is not an array"))?;
             for (index, m) in mounts.iter().enumerate() {
-                let m: Mount = serde_json::from_value(m.clone())
+                let m = Mount::deserialize(m)
                     .with_context(|| format!("config.json: mounts[{index}]"))?;
                 let typ = m.typ().clone().unwrap_or_default();
                 let has_opt = |o: &str| {

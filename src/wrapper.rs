@@ -8,7 +8,6 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
@@ -149,8 +148,9 @@ pub fn find_runtime(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf> {
     bail!("runtime {name:?} not found on PATH (other than {BIN} itself)")
 }
 
-/// The wrapper's main: never returns on success (the runtime replaces it).
-pub fn main() -> ExitCode {
+/// The wrapper's main: never returns on success (the runtime replaces it); returns the exit
+/// status otherwise.
+pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     let inv = parse(&args);
     // Pass-through: the config is read only for the runtime's name.
@@ -235,13 +235,13 @@ fn write_config(bundle: &Path, doc: &serde_json::Value) -> Result<()> {
 }
 
 /// Reports a failure: stderr, the log, and runc's `--log` file where containerd reads it.
-fn fail(inv: &Invocation, sink: Sink, err: &anyhow::Error) -> ExitCode {
+fn fail(inv: &Invocation, sink: Sink, err: &anyhow::Error) -> i32 {
     logging::report_failure(sink, BIN, err);
     if let Some(log) = &inv.log {
         let msg = format!("{BIN}: {}", logging::one_line(&format!("{err:#}")));
         let _ = append_runtime_log(log, inv.log_format.as_deref(), &msg);
     }
-    ExitCode::FAILURE
+    1
 }
 
 /// One line in runc's log format: JSON (`--log-format json`) or logrus text.

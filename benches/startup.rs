@@ -1,0 +1,285 @@
+//! Overhead against plain runc, side by side in one run, as ratios of medians.
+//!
+//! `cargo bench --bench startup` (as root, runc and busybox-static installed) measures:
+//! - pass-through: `oci-volume-runtime --version` vs `runc --version` (goal <= 1.15x);
+//! - container start with 32 prepared volumes in a chroot: `oci-volume-runtime run` vs
+//!   `runc run` (goal <= 1.05x);
+//! - preparation cost growth: `oci-volume-hook precreate` with 256 prepared mounts vs 1
+//!   (goal <= 3x).
+//! Runs are interleaved so that drift on the machine hits both sides alike. Without
+//! `--bench` (as under `cargo test --all-targets`) it makes a few runs of each, to prove the
+//! benchmark works, and checks no goal.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const WRAPPER: &str = env!("CARGO_BIN_EXE_oci-volume-runtime");
+const HOOK: &str = env!("CARGO_BIN_EXE_oci-volume-hook");
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !nix::unistd::geteuid().is_root()
+        || !Path::new("/usr/sbin/runc").exists() && !Path::new("/usr/bin/runc").exists()
+    {
+        eprintln!("startup benchmark: needs root and runc; skipped");
+        return;
+    }
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix("ovh-bench-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let tenant = d.join("containerdata/user-toto");
+    let rootfs = d.join("bundle/rootfs");
+    make_rootfs(&rootfs);
+    let config = d.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "chroots = [\"{}/containerdata/*\"]\nruntime = \"{}\"\n[log]\ntarget = \"file\"\nfile = \"{}/hook.log\"\n",
+            d.display(),
+            runc.display(),
+            d.display()
+        ),
+    )
+    .unwrap();
+    let (n_pass, n_start, n_hook) = if full { (300, 60, 200) } else { (3, 2, 3) };
+
+    // Pass-through.
+    let pass = compare(
+        n_pass,
+        || cmd(&runc, &["--version"]),
+        || wrapper(&["--version"], &config, d),
+    );
+    // The floor for any wrapper that execs runc: env(1), a small dynamically linked C program
+    // doing nothing but exec, measured the same way.
+    let floor = compare(
+        n_pass,
+        || cmd(&runc, &["--version"]),
+        || {
+            cmd(
+                Path::new("/usr/bin/env"),
+                &[runc.to_str().unwrap(), "--version"],
+            )
+        },
+    );
+
+    // Container start with 32 prepared volumes.
+    let bundle = d.join("bundle");
+    let mounts: Vec<Value> = (0..32)
+        .map(|i| {
+            let src = tenant.join(format!("vols/v{i:02}"));
+            std::fs::create_dir_all(&src).unwrap();
+            json!({"destination": format!("/mnt/v{i:02}"), "type": "bind", "source": src, "options": ["rbind"]})
+        })
+        .collect();
+    for i in 0..32 {
+        std::fs::create_dir_all(rootfs.join(format!("mnt/v{i:02}"))).unwrap();
+    }
+    std::fs::write(
+        bundle.join("config.json"),
+        serde_json::to_vec_pretty(&spec(mounts)).unwrap(),
+    )
+    .unwrap();
+    let state = d.join("state");
+    let mut k = 0;
+    let mut next_id = || {
+        k += 1;
+        format!("bench-{k}")
+    };
+    let mut ids_a = Vec::new();
+    let mut ids_b = Vec::new();
+    for _ in 0..n_start + 1 {
+        ids_a.push(next_id());
+        ids_b.push(next_id());
+    }
+    // One unmeasured run through the wrapper prepares the sources.
+    assert!(run(&mut wrapper(
+        &[
+            "--root",
+            state.to_str().unwrap(),
+            "run",
+            &ids_b.pop().unwrap()
+        ],
+        &config,
+        &bundle
+    )));
+    ids_a.pop();
+    let start = compare(
+        n_start,
+        || {
+            let mut c = cmd(
+                &runc,
+                &[
+                    "--root",
+                    state.to_str().unwrap(),
+                    "run",
+                    &ids_a.pop().unwrap(),
+                ],
+            );
+            c.current_dir(&bundle);
+            c
+        },
+        || {
+            wrapper(
+                &[
+                    "--root",
+                    state.to_str().unwrap(),
+                    "run",
+                    &ids_b.pop().unwrap(),
+                ],
+                &config,
+                &bundle,
+            )
+        },
+    );
+
+    // Preparation cost growth: 1 vs 256 prepared mounts.
+    let doc = |n: usize| {
+        let mounts: Vec<Value> = (0..n)
+            .map(|i| {
+                let src = tenant.join(format!("many/d{}/v{i:03}", i % 16));
+                std::fs::create_dir_all(&src).unwrap();
+                json!({"destination": format!("/srv/v{i:03}"), "type": "bind", "source": src, "options": ["rbind"]})
+            })
+            .collect();
+        let mut s = spec(mounts);
+        s["root"]["path"] = json!(rootfs);
+        let p = d.join(format!("config-{n}.json"));
+        std::fs::write(&p, serde_json::to_vec(&s).unwrap()).unwrap();
+        p
+    };
+    let (one, many) = (doc(1), doc(256));
+    let hook = |input: &Path| {
+        let mut c = cmd(
+            Path::new(HOOK),
+            &["--config", config.to_str().unwrap(), "precreate"],
+        );
+        c.stdin(std::fs::File::open(input).unwrap());
+        c
+    };
+    assert!(run(&mut hook(&many)), "preparing 256 mounts");
+    let growth = compare(n_hook, || hook(&one), || hook(&many));
+
+    println!(
+        "{:<58} {:>12} {:>12} {:>7} {:>6}",
+        "benchmark (median of interleaved runs)", "baseline", "measured", "ratio", "goal"
+    );
+    let mut ok = true;
+    for (name, (a, b), goal) in [
+        ("pass-through: --version, wrapper vs runc", pass, 1.15),
+        (
+            "  (reference: env(1) exec'ing runc --version vs runc)",
+            floor,
+            f64::NAN,
+        ),
+        (
+            "container start, 32 prepared volumes: wrapper vs runc",
+            start,
+            1.05,
+        ),
+        ("hook precreate: 256 prepared mounts vs 1", growth, 3.0),
+    ] {
+        let ratio = b.as_secs_f64() / a.as_secs_f64();
+        if goal.is_nan() {
+            println!(
+                "{name:<58} {:>10.2}ms {:>10.2}ms {ratio:>6.2}x",
+                ms(a),
+                ms(b)
+            );
+            continue;
+        }
+        ok &= ratio <= goal;
+        println!(
+            "{name:<58} {:>10.2}ms {:>10.2}ms {ratio:>6.2}x {goal:>5.2}x",
+            ms(a),
+            ms(b)
+        );
+    }
+    if full && !ok {
+        println!("some goals were missed");
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn cmd(bin: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(bin);
+    c.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+fn wrapper(args: &[&str], config: &Path, cwd: &Path) -> Command {
+    let mut c = cmd(Path::new(WRAPPER), args);
+    c.env("OCI_VOLUME_HOOK_CONFIG", config).current_dir(cwd);
+    c
+}
+
+fn run(c: &mut Command) -> bool {
+    c.status().unwrap().success()
+}
+
+/// Medians of `n` interleaved runs of each side; the order alternates, so that whatever a
+/// run leaves behind (a container being torn down) weighs on both sides alike.
+fn compare(
+    n: usize,
+    mut a: impl FnMut() -> Command,
+    mut b: impl FnMut() -> Command,
+) -> (Duration, Duration) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    let mut time = |c: &mut Command| {
+        let t = Instant::now();
+        assert!(run(c), "benchmark command failed: {c:?}");
+        t.elapsed()
+    };
+    for i in 0..n {
+        let (mut ca, mut cb) = (a(), b());
+        if i % 2 == 0 {
+            ta.push(time(&mut ca));
+            tb.push(time(&mut cb));
+        } else {
+            tb.push(time(&mut cb));
+            ta.push(time(&mut ca));
+        }
+    }
+    (median(ta), median(tb))
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn make_rootfs(rootfs: &Path) {
+    for d in ["bin", "etc", "proc", "dev", "sys", "tmp", "mnt"] {
+        std::fs::create_dir_all(rootfs.join(d)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).expect("busybox-static installed");
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/true")).unwrap();
+}
+
+fn spec(mounts: Vec<Value>) -> Value {
+    let mut all = vec![json!({"destination": "/proc", "type": "proc", "source": "proc"})];
+    all.extend(mounts);
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "cwd": "/", "env": ["PATH=/bin"]},
+        "root": {"path": "rootfs"},
+        "mounts": all,
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]}
+    })
+}

@@ -6,6 +6,7 @@
 //!   `runc run` (goal <= 1.05x);
 //! - preparation cost growth: `oci-volume-hook precreate` with 256 prepared mounts vs 1
 //!   (goal <= 3x).
+//!
 //! Runs are interleaved so that drift on the machine hits both sides alike. Without
 //! `--bench` (as under `cargo test --all-targets`) it makes a few runs of each, to prove the
 //! benchmark works, and checks no goal.
@@ -241,7 +242,7 @@ fn compare(
     mut b: impl FnMut() -> Command,
 ) -> (Duration, Duration) {
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    let mut time = |c: &mut Command| {
+    let time = |c: &mut Command| {
         let t = Instant::now();
         assert!(run(c), "benchmark command failed: {c:?}");
         t.elapsed()

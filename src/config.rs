@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::chroot::Pattern;
 
@@ -14,7 +14,7 @@ pub const DEFAULT_PATH: &str = "/etc/oci-volume-hook/config.toml";
 pub const ENV_PATH: &str = "OCI_VOLUME_HOOK_CONFIG";
 
 /// Whose host ids a prepared source is given to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Owner {
     /// The host ids that container uid 0 / gid 0 map to.
@@ -22,6 +22,19 @@ pub enum Owner {
     ContainerRoot,
     /// The host ids that the container's `process.user` uid/gid map to.
     ProcessUser,
+}
+
+/// How far ownership is changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ownership {
+    /// Never change an owner (created sources stay host root's).
+    None,
+    /// The source itself and the directories the tool created.
+    #[default]
+    Top,
+    /// Like `top`, and when the source's own owner is wrong, everything below it too.
+    RecursiveOnMismatch,
 }
 
 /// Where log lines go.
@@ -64,6 +77,13 @@ pub struct Config {
     /// Patterns of tenant chroots; `*` matches exactly one path component.
     pub chroots: Vec<Pattern>,
     pub owner: Owner,
+    pub ownership: Ownership,
+    /// Host files copied into a chroot when the tool creates the same path there, e.g.
+    /// `/etc/localtime` into `<chroot>/etc/localtime`. The host's own symlinks are followed.
+    pub seed_from_host: Vec<PathBuf>,
+    /// Whether containers may change `owner`/`ownership` or disable the tool through
+    /// `io.oci-volume-hook.*` annotations.
+    pub allow_annotations: bool,
     /// The real OCI runtime the wrapper execs: a name looked up on PATH, or an absolute path.
     pub runtime: String,
     pub log: Log,
@@ -74,6 +94,9 @@ impl Default for Config {
         Config {
             chroots: vec![Pattern::parse("/containerdata/*").expect("valid default pattern")],
             owner: Owner::default(),
+            ownership: Ownership::default(),
+            seed_from_host: Vec::new(),
+            allow_annotations: true,
             runtime: "runc".into(),
             log: Log::default(),
         }
@@ -93,6 +116,14 @@ impl Config {
                 "log.level {:?} is not one of off, error, warn, info, debug, trace",
                 config.log.level
             );
+        }
+        for p in &config.seed_from_host {
+            if crate::chroot::normalize(p).ok().as_deref() != Some(p.as_path()) {
+                bail!(
+                    "seed_from_host: {} is not a normalized absolute path",
+                    p.display()
+                );
+            }
         }
         if config.runtime.is_empty() {
             bail!("runtime must not be empty");
@@ -118,6 +149,63 @@ impl Config {
             }
             Err(e) => Err(e).with_context(|| format!("config {}", path.display())),
         }
+    }
+}
+
+/// The annotation prefix for per-container control.
+pub const ANNOTATION_PREFIX: &str = "io.oci-volume-hook.";
+
+/// What one container gets: the configuration, adjusted by its annotations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Settings {
+    pub enabled: bool,
+    pub owner: Owner,
+    pub ownership: Ownership,
+}
+
+impl Config {
+    /// Applies `io.oci-volume-hook.{enabled,owner,ownership}` annotations. An unknown key
+    /// under the prefix or an unknown value is an error that names the annotation; so are
+    /// such annotations when `allow_annotations` is off.
+    pub fn settings(
+        &self,
+        annotations: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Settings> {
+        let mut s = Settings {
+            enabled: true,
+            owner: self.owner,
+            ownership: self.ownership,
+        };
+        for (key, value) in annotations {
+            let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
+                continue;
+            };
+            if !self.allow_annotations {
+                bail!("annotation {key}: per-container control is off (allow_annotations = false)");
+            }
+            let text = value.as_str().unwrap_or_default();
+            let parsed = || toml::Value::String(text.to_string());
+            match name {
+                "enabled" => {
+                    s.enabled = match text {
+                        "true" => true,
+                        "false" => false,
+                        _ => bail!("annotation {key}: {value} is not \"true\" or \"false\""),
+                    }
+                }
+                "owner" => {
+                    s.owner = Owner::deserialize(parsed())
+                        .map_err(|_| anyhow::anyhow!("annotation {key}: {value} is not \"container-root\" or \"process-user\""))?
+                }
+                "ownership" => {
+                    s.ownership = Ownership::deserialize(parsed()).map_err(|_| {
+                        anyhow::anyhow!("annotation {key}: {value} is not \"none\", \"top\" or \"recursive-on-mismatch\"")
+                    })?
+                }
+                _ => bail!("annotation {key} is unknown (known: {ANNOTATION_PREFIX}enabled, owner, ownership)"),
+            }
+        }
+        Ok(s)
     }
 }
 
@@ -168,7 +256,55 @@ mod tests {
     }
 
     #[test]
+    fn annotations_adjust_settings() {
+        let c = Config::parse("ownership = \"top\"").unwrap();
+        let a = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                .collect()
+        };
+        let s = c
+            .settings(&a(&[
+                ("io.oci-volume-hook.owner", "process-user"),
+                ("other", "x"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (s.enabled, s.owner, s.ownership),
+            (true, Owner::ProcessUser, Ownership::Top)
+        );
+        let s = c
+            .settings(&a(&[
+                ("io.oci-volume-hook.ownership", "recursive-on-mismatch"),
+                ("io.oci-volume-hook.enabled", "false"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            (s.enabled, s.ownership),
+            (false, Ownership::RecursiveOnMismatch)
+        );
+        for bad in [
+            ("io.oci-volume-hook.owner", "root"),
+            ("io.oci-volume-hook.enabled", "yes"),
+            ("io.oci-volume-hook.ownr", "top"),
+        ] {
+            let e = format!("{:#}", c.settings(&a(&[bad])).unwrap_err());
+            assert!(e.contains(bad.0), "{e}");
+        }
+        let off = Config::parse("allow_annotations = false").unwrap();
+        assert!(
+            off.settings(&a(&[("io.oci-volume-hook.enabled", "false")]))
+                .is_err()
+        );
+        assert!(off.settings(&a(&[("unrelated", "x")])).is_ok());
+    }
+
+    #[test]
     fn bad_values_are_errors() {
+        assert!(Config::parse("seed_from_host = [\"etc/localtime\"]").is_err());
+        assert!(Config::parse("seed_from_host = [\"/etc/../x\"]").is_err());
+        assert!(Config::parse("ownership = \"all\"").is_err());
         assert!(Config::parse("owner = \"nobody\"").is_err());
         assert!(Config::parse("chroots = [\"relative/*\"]").is_err());
         assert!(Config::parse("[log]\ntarget = \"file\"").is_err());

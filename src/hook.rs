@@ -159,8 +159,10 @@ pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write
     let plans = Preparer::new(config, &view, Mode::Rewrite).plan()?;
     let ok = plans.iter().all(|p| p.action != Action::Refuse);
     if json {
-        let out_doc =
-            serde_json::json!({ "version": 1, "bundle": bundle, "ok": ok, "mounts": plans });
+        let settings = config.settings(&view.annotations)?;
+        let out_doc = serde_json::json!({
+            "version": 1, "bundle": bundle, "ok": ok, "settings": settings, "mounts": plans
+        });
         serde_json::to_writer_pretty(&mut *out, &out_doc)?;
         writeln!(out)?;
     } else {

@@ -6,6 +6,7 @@
 //! its tree converge or fail, but never act on a stale path.
 
 use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -13,11 +14,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode as Perm, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, unlinkat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use serde::Serialize;
 
 use crate::chroot;
-use crate::config::Config;
+use crate::config::{self, ANNOTATION_PREFIX, Config, Ownership};
 use crate::ownership;
 use crate::resolve::{Found, Kind, Lookup, Node, Root, open_nofollow};
 use crate::spec::View;
@@ -68,6 +69,10 @@ pub struct MountPlan {
     pub reason: String,
     /// Host uid and gid the source is given to.
     pub owner: Option<Owner>,
+    /// How far ownership is changed for this container.
+    pub ownership: Option<Ownership>,
+    /// The host file whose content a created file receives (`seed_from_host`).
+    pub seed_from: Option<PathBuf>,
     /// The source resolved inside its chroot, when that differs from `source`.
     pub resolved_source: Option<PathBuf>,
 }
@@ -116,6 +121,7 @@ impl<'a> Preparer<'a> {
     /// Errors that concern the whole container (no rootfs, unmapped ids) are returned as
     /// errors, naming the first mount they affect.
     pub fn plan(&mut self) -> Result<Vec<MountPlan>> {
+        let settings = self.config.settings(&self.view.annotations)?;
         let mut plans: Vec<MountPlan> = Vec::new();
         let mut owner: Option<Owner> = None;
         for b in &self.view.binds {
@@ -128,6 +134,8 @@ impl<'a> Preparer<'a> {
                 action: Action::Nothing,
                 reason: String::new(),
                 owner: None,
+                ownership: None,
+                seed_from: None,
                 resolved_source: None,
             };
             let located = if b.source.is_absolute() {
@@ -145,13 +153,19 @@ impl<'a> Preparer<'a> {
                     p.action = Action::Refuse;
                     p.reason = format!("{e:#}");
                 }
+                Ok(Some(_)) if !settings.enabled => {
+                    p.reason = format!(
+                        "disabled for this container by annotation {ANNOTATION_PREFIX}enabled"
+                    );
+                }
                 Ok(Some(inside)) => {
                     if owner.is_none() {
-                        owner = Some(self.owner().with_context(|| p.name())?);
+                        owner = Some(self.owner(settings.owner).with_context(|| p.name())?);
                         self.open_rootfs().with_context(|| p.name())?;
                     }
                     p.chroot = Some(inside.chroot.clone());
                     p.owner = owner;
+                    p.ownership = Some(settings.ownership);
                     self.plan_in_chroot(&mut p, &inside);
                 }
                 _ => p.reason = "source is in no chroot".into(),
@@ -171,6 +185,8 @@ impl<'a> Preparer<'a> {
                     if typ.is_empty() { "no type" } else { typ }
                 ),
                 owner: None,
+                ownership: None,
+                seed_from: None,
                 resolved_source: None,
             });
         }
@@ -201,8 +217,8 @@ impl<'a> Preparer<'a> {
         Ok(plans)
     }
 
-    fn owner(&self) -> Result<Owner> {
-        let (uid, gid) = ownership::host_owner(self.config.owner, self.view)?;
+    fn owner(&self, owner: config::Owner) -> Result<Owner> {
+        let (uid, gid) = ownership::host_owner(owner, self.view)?;
         Ok(Owner { uid, gid })
     }
 
@@ -251,8 +267,24 @@ impl<'a> Preparer<'a> {
     }
 
     fn plan_in_chroot(&mut self, p: &mut MountPlan, inside: &chroot::InChroot) {
-        let want = self.wanted(&p.destination);
+        let mut want = self.wanted(&p.destination);
+        // The chroot stands for the host: `<chroot>/etc/localtime` is the host's /etc/localtime.
+        let seed = self
+            .config
+            .seed_from_host
+            .iter()
+            .find(|h| h.strip_prefix("/").ok() == Some(inside.rel.as_path()));
+        let seed_meta = seed.and_then(|h| std::fs::metadata(h).ok());
+        if want == Want::Any {
+            if let Some(m) = &seed_meta {
+                want = if m.is_dir() { Want::Dir } else { Want::File };
+            }
+        }
+        let seed_file = seed
+            .filter(|_| seed_meta.as_ref().is_some_and(|m| m.is_file()))
+            .cloned();
         p.wanted = Some(want);
+        let ownership = p.ownership.unwrap_or_default();
         let mode = self.mode;
         let owner = p.owner.expect("owner set for chroot mounts");
         let dest = p.destination.display().to_string();
@@ -269,7 +301,7 @@ impl<'a> Preparer<'a> {
                     | (Want::Dir, Kind::Dir)
                     | (Want::Any, Kind::File | Kind::Dir)
             ) {
-                return plan_owner(p, &node, owner);
+                return plan_owner(p, &node, owner, ownership);
             }
         }
         let lookup = match root.lookup(&inside.rel) {
@@ -338,6 +370,12 @@ impl<'a> Preparer<'a> {
                 };
                 p.action = action;
                 p.reason = reason;
+                if action == Action::CreateFile {
+                    p.seed_from = seed_file.clone();
+                }
+                if let Some(h) = &p.seed_from {
+                    p.reason += &format!("; its content is copied from the host's {}", h.display());
+                }
                 return;
             }
             Lookup::Found(f) => f,
@@ -347,9 +385,16 @@ impl<'a> Preparer<'a> {
             (Want::File, Kind::Dir) => match is_empty_dir(&found) {
                 Ok(true) => {
                     p.action = Action::Repair;
-                    p.reason = format!(
-                        "an empty directory where the image has a file at {dest}: replaced by an empty file"
-                    );
+                    p.seed_from = seed_file.clone();
+                    p.reason = match &p.seed_from {
+                        None => format!(
+                            "an empty directory where the image has a file at {dest}: replaced by an empty file"
+                        ),
+                        Some(h) => format!(
+                            "an empty directory where the image has a file at {dest}: replaced by a copy of the host's {}",
+                            h.display()
+                        ),
+                    };
                 }
                 Ok(false) => refuse(
                     p,
@@ -361,7 +406,7 @@ impl<'a> Preparer<'a> {
                 p,
                 format!("is a regular file, but the image has a directory at {dest}"),
             ),
-            (_, Kind::Dir | Kind::File) => plan_owner(p, &found.node, owner),
+            (_, Kind::Dir | Kind::File) => plan_owner(p, &found.node, owner, ownership),
             (_, other) => refuse(p, format!("is a {other}, not a regular file or directory")),
         }
     }
@@ -373,6 +418,14 @@ impl<'a> Preparer<'a> {
             (&p.chroot, &p.source, p.wanted, p.owner)
         else {
             return Ok(None);
+        };
+        let ownership = p.ownership.unwrap_or_default();
+        let chown = |fd: &OwnedFd| {
+            if ownership == Ownership::None {
+                Ok(())
+            } else {
+                chown(fd, owner)
+            }
         };
         let inside =
             chroot::locate(&self.config.chroots, source)?.expect("planned inside a chroot");
@@ -386,7 +439,7 @@ impl<'a> Preparer<'a> {
                         match mkdirat(&m.parent, name, Perm::from_bits_truncate(0o755)) {
                             Ok(()) => {
                                 let fd = open_nofollow(&m.parent, name, OFlag::O_DIRECTORY)?;
-                                chown(&fd, owner)?;
+                                chown(&fd)?;
                                 tracing::info!(
                                     "created directory {}",
                                     root.host_path(&m.parent_rel.join(name)).display()
@@ -400,25 +453,20 @@ impl<'a> Preparer<'a> {
                             ),
                         }
                     } else {
-                        let flags = OFlag::O_CREAT
-                            | OFlag::O_EXCL
-                            | OFlag::O_NOFOLLOW
-                            | OFlag::O_WRONLY
-                            | OFlag::O_CLOEXEC;
-                        match openat(&m.parent, name, flags, Perm::from_bits_truncate(0o644)) {
-                            Ok(fd) => {
-                                chown(&fd, owner)?;
-                                tracing::info!(
-                                    "created file {}",
-                                    root.host_path(&m.parent_rel.join(name)).display()
-                                );
+                        let path = root.host_path(&m.parent_rel.join(name));
+                        let created = match &p.seed_from {
+                            Some(host) => create_seeded(&m.parent, name, host, |fd| chown(fd)),
+                            None => create_empty(&m.parent, name, |fd| chown(fd)),
+                        };
+                        if created.with_context(|| format!("creating file {}", path.display()))? {
+                            match &p.seed_from {
+                                Some(h) => tracing::info!(
+                                    "created file {} from the host's {}",
+                                    path.display(),
+                                    h.display()
+                                ),
+                                None => tracing::info!("created file {}", path.display()),
                             }
-                            Err(Errno::EEXIST) => {}
-                            Err(e) => bail!(
-                                "creating file {}: {}",
-                                root.host_path(&m.parent_rel.join(name)).display(),
-                                e.desc()
-                            ),
                         }
                     }
                 }
@@ -459,8 +507,27 @@ impl<'a> Preparer<'a> {
                             )
                         }
                         (_, Kind::Dir | Kind::File) => {
-                            if chown_needed(&f.node, owner)? {
-                                chown(&f.node.fd, owner)?;
+                            if ownership != Ownership::None && chown_needed(&f.node, owner)? {
+                                if ownership == Ownership::RecursiveOnMismatch
+                                    && f.node.kind == Kind::Dir
+                                {
+                                    let stats =
+                                        ownership::chown_below(&f.node.fd, owner.uid, owner.gid)
+                                            .with_context(|| {
+                                                format!("changing owners below {}", path.display())
+                                            })?;
+                                    tracing::info!(
+                                        "below {}: {} changed, {} already right, {} hard-linked files and {} mount points left alone",
+                                        path.display(),
+                                        stats.changed,
+                                        stats.already_right,
+                                        stats.skipped_hard_links,
+                                        stats.skipped_mounts
+                                    );
+                                }
+                                // The top last: if anything above failed, a rerun sees the
+                                // mismatch and walks again.
+                                chown(&f.node.fd)?;
                                 tracing::info!(
                                     "gave {} to {}:{}",
                                     path.display(),
@@ -508,8 +575,12 @@ fn strip_dotdot(path: &Path) -> PathBuf {
 /// Whether the owner must change; a hard-linked file is refused, since its other names may
 /// lie outside the chroot.
 /// Plans `nothing` or `chown` for a source of the right type.
-fn plan_owner(p: &mut MountPlan, node: &Node, owner: Owner) {
+fn plan_owner(p: &mut MountPlan, node: &Node, owner: Owner, ownership: Ownership) {
     let kind = node.kind;
+    if ownership == Ownership::None {
+        p.reason = format!("already a {kind}; ownership = none leaves its owner as is");
+        return;
+    }
     match chown_needed(node, owner) {
         Ok(false) => p.reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid),
         Ok(true) => {
@@ -518,6 +589,9 @@ fn plan_owner(p: &mut MountPlan, node: &Node, owner: Owner) {
                 "a {kind} owned by {}:{}, wanted {}:{}",
                 node.stat.st_uid, node.stat.st_gid, owner.uid, owner.gid
             );
+            if ownership == Ownership::RecursiveOnMismatch && kind == Kind::Dir {
+                p.reason += "; everything below it too (recursive-on-mismatch)";
+            }
         }
         Err(e) => refuse(p, format!("{e:#}")),
     }
@@ -535,6 +609,65 @@ fn chown_needed(node: &Node, owner: Owner) -> Result<bool> {
         );
     }
     Ok(true)
+}
+
+/// Creates an empty file with `O_CREAT|O_EXCL|O_NOFOLLOW`, then `finish`es it through its
+/// descriptor. `false` when the name exists already, whatever it is.
+fn create_empty(
+    parent: &OwnedFd,
+    name: &OsStr,
+    finish: impl Fn(&OwnedFd) -> Result<()>,
+) -> Result<bool> {
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    match openat(parent, name, flags, Perm::from_bits_truncate(0o644)) {
+        Ok(fd) => finish(&fd).map(|()| true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a file holding a copy of the host file `host`: written and `finish`ed as an
+/// unnamed `O_TMPFILE`, then linked in, so the name appears complete or not at all (`linkat`
+/// fails with `EEXIST` like `O_EXCL`) and a failed copy leaves nothing behind.
+fn create_seeded(
+    parent: &OwnedFd,
+    name: &OsStr,
+    host: &Path,
+    finish: impl Fn(&OwnedFd) -> Result<()>,
+) -> Result<bool> {
+    let tmp = match openat(
+        parent,
+        ".",
+        OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Perm::from_bits_truncate(0o644),
+    ) {
+        Ok(fd) => fd,
+        // A filesystem without O_TMPFILE: an exclusive create, then the copy.
+        Err(Errno::EOPNOTSUPP | Errno::EISDIR) => {
+            return create_empty(parent, name, |fd| {
+                copy_host_file(host, fd)?;
+                finish(fd)
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    copy_host_file(host, &tmp)?;
+    finish(&tmp)?;
+    match linkat(&tmp, "", parent, name, AtFlags::AT_EMPTY_PATH) {
+        Ok(()) => Ok(true),
+        Err(Errno::EEXIST) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The host side is trusted: its symlinks are followed.
+fn copy_host_file(host: &Path, to: &OwnedFd) -> Result<()> {
+    let mut src =
+        std::fs::File::open(host).with_context(|| format!("opening {}", host.display()))?;
+    let mut dst = std::fs::File::from(to.try_clone()?);
+    std::io::copy(&mut src, &mut dst).with_context(|| format!("copying {}", host.display()))?;
+    Ok(())
 }
 
 /// Changes the owner of exactly the inode `fd` refers to (`O_PATH` descriptors included).

@@ -164,3 +164,45 @@ fn a_versioned_layout_mounts_the_release_resolved_inside_the_chroot() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o), "v2");
 }
+
+#[test]
+fn a_seeded_localtime_gives_the_container_the_hosts_zone_data() {
+    let Some(runc) = engine("runc_seed", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    // The host's own /etc/localtime where it has one (followed through its symlink), else a
+    // zone file of the fixture's reached the same way.
+    let host = if std::fs::metadata("/etc/localtime").is_ok_and(|m| m.is_file()) {
+        std::path::PathBuf::from("/etc/localtime")
+    } else {
+        let zone = f.path().join("host/zoneinfo/Europe/Paris");
+        std::fs::create_dir_all(zone.parent().unwrap()).unwrap();
+        std::fs::write(&zone, b"TZif2 host zone\n").unwrap();
+        let link = f.path().join("host/etc/localtime");
+        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+        symlink("../zoneinfo/Europe/Paris", &link).unwrap();
+        link
+    };
+    f.write_config(&format!("seed_from_host = [\"{}\"]", host.display()));
+    let t = f.tenant("user-toto");
+    let src = t.join(host.strip_prefix("/").unwrap());
+    let b = f.bundle("b");
+    write_config_json(
+        &b,
+        &runc_config(
+            "cat /etc/localtime",
+            vec![bind(&src, "/etc/localtime", true)],
+            Some(100000),
+        ),
+    );
+    precreate_bundle(&f, &b);
+    let o = runc_run(&runc, &b, "ovh-e2e-seed");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        o.stdout,
+        std::fs::read(&host).unwrap(),
+        "the container reads the host's zone data"
+    );
+    assert!(!o.stdout.is_empty());
+}

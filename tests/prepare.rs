@@ -478,8 +478,15 @@ fn plan_json_is_stable() {
             "action",
             "reason",
             "owner",
+            "ownership",
+            "seed_from",
             "resolved_source"
         ]
+    );
+    assert_eq!(m["ownership"], "top");
+    assert_eq!(
+        v["settings"],
+        json!({"enabled": true, "owner": "container-root", "ownership": "top"})
     );
     assert!(!t.join("etc").exists(), "plan touches nothing");
 }

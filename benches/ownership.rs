@@ -1,0 +1,176 @@
+//! `ownership = "recursive-on-mismatch"` against `chown -R`, on a generated tree of 200k
+//! entries of which half already have the wanted owner (goal: at least 2x faster), and the
+//! cost when the top already matches (goal: O(1), the same as a one-entry volume).
+//!
+//! `cargo bench --bench ownership` as root. Without `--bench` (under `cargo test
+//! --all-targets`) it runs on a small tree once, to prove the benchmark works.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+const HOOK: &str = env!("CARGO_BIN_EXE_oci-volume-hook");
+const UID: u32 = 100000;
+
+fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("ownership benchmark: needs root; skipped");
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("ovh-bench-own-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let d = dir.path();
+    let tenant = d.join("containerdata/user-toto");
+    let tree = tenant.join("data");
+    let (dirs, files) = if full { (200, 999) } else { (4, 9) }; // 200 * (999 + 1) = 200k entries
+    for i in 0..dirs {
+        let sub = tree.join(format!("d{i:03}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for j in 0..files {
+            std::fs::File::create(sub.join(format!("f{j:03}"))).unwrap();
+        }
+    }
+    let rootfs = d.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("data")).unwrap();
+    std::fs::create_dir_all(tenant.join("small")).unwrap();
+    let config = d.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "chroots = [\"{}/containerdata/*\"]\nownership = \"recursive-on-mismatch\"\n[log]\ntarget = \"file\"\nfile = \"{}/hook.log\"\n",
+            d.display(),
+            d.display()
+        ),
+    )
+    .unwrap();
+    let spec = |src: &Path| {
+        let doc = json!({
+            "ociVersion": "1.0.2",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["true"], "cwd": "/"},
+            "root": {"path": rootfs},
+            "mounts": [{"destination": "/data", "type": "bind", "source": src, "options": ["rbind"]}],
+            "linux": {
+                "namespaces": [{"type": "user"}, {"type": "mount"}],
+                "uidMappings": [{"containerID": 0, "hostID": UID, "size": 65536}],
+                "gidMappings": [{"containerID": 0, "hostID": UID, "size": 65536}]
+            }
+        });
+        let p = d.join(format!(
+            "config-{}.json",
+            src.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&p, serde_json::to_vec(&doc).unwrap()).unwrap();
+        p
+    };
+    let (big, small) = (spec(&tree), spec(&tenant.join("small")));
+    let hook = |input: &PathBuf| {
+        let mut c = Command::new(HOOK);
+        c.args(["--config", config.to_str().unwrap(), "precreate"])
+            .stdin(std::fs::File::open(input).unwrap())
+            .stdout(Stdio::null());
+        c
+    };
+    let chown_r = || {
+        let mut c = Command::new("chown");
+        c.arg("-R").arg(format!("{UID}:{UID}")).arg(&tree);
+        c
+    };
+    // Half right: every other directory's files, and the top wrong.
+    let reset = || {
+        assert!(
+            Command::new("chown")
+                .arg("-R")
+                .arg("0:0")
+                .arg(&tree)
+                .status()
+                .unwrap()
+                .success()
+        );
+        for i in (0..dirs).step_by(2) {
+            let sub = tree.join(format!("d{i:03}"));
+            assert!(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{UID}:{UID}"))
+                    .arg(&sub)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+    };
+    let n = if full { 5 } else { 1 };
+    let (mut t_chown, mut t_tool) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        for first in [i % 2 == 0, i % 2 != 0] {
+            reset();
+            sync();
+            let (mut c, out) = if first {
+                (chown_r(), &mut t_chown)
+            } else {
+                (hook(&big), &mut t_tool)
+            };
+            out.push(time(&mut c));
+        }
+    }
+    let meta = std::fs::metadata(tree.join("d001/f000")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        UID,
+        "the tool changed the tree"
+    );
+    // Top already right: a walk would cost as much as above; it must cost what a tiny volume does.
+    let (mut t_top, mut t_small) = (Vec::new(), Vec::new());
+    for _ in 0..(n * 20) {
+        t_top.push(time(&mut hook(&big)));
+        t_small.push(time(&mut hook(&small)));
+    }
+    let entries = dirs * (files + 1);
+    println!(
+        "{:<62} {:>12} {:>12} {:>8}",
+        format!("ownership benchmark ({entries} entries, medians)"),
+        "baseline",
+        "measured",
+        "speed-up"
+    );
+    let (a, b) = (median(t_chown), median(t_tool));
+    println!(
+        "{:<62} {:>10.1}ms {:>10.1}ms {:>7.2}x  (goal >= 2x)",
+        "recursive-on-mismatch vs chown -R, half already right",
+        ms(a),
+        ms(b),
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+    let (a, b) = (median(t_small), median(t_top));
+    println!(
+        "{:<62} {:>10.2}ms {:>10.2}ms {:>7.2}x  (goal ~1x: O(1))",
+        "top already right: 200k-entry volume vs 1-entry volume",
+        ms(a),
+        ms(b),
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+}
+
+fn sync() {
+    nix::unistd::sync();
+}
+
+fn time(c: &mut Command) -> Duration {
+    let t = Instant::now();
+    assert!(c.status().unwrap().success(), "{c:?} failed");
+    t.elapsed()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

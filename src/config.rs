@@ -84,6 +84,12 @@ pub struct Config {
     /// Whether containers may change `owner`/`ownership` or disable the tool through
     /// `io.oci-volume-hook.*` annotations.
     pub allow_annotations: bool,
+    /// Pin each prepared source (wrapper and precreate): bind-mount the checked inode onto a
+    /// root-only staging path and point config.json there, so the runtime cannot be made to
+    /// mount anything else by a symlink swapped in after the check.
+    pub pin_sources: bool,
+    /// Where staging mounts live.
+    pub staging_dir: PathBuf,
     /// The real OCI runtime the wrapper execs: a name looked up on PATH, or an absolute path.
     pub runtime: String,
     pub log: Log,
@@ -97,6 +103,8 @@ impl Default for Config {
             ownership: Ownership::default(),
             seed_from_host: Vec::new(),
             allow_annotations: true,
+            pin_sources: true,
+            staging_dir: PathBuf::from(crate::staging::DEFAULT_BASE),
             runtime: "runc".into(),
             log: Log::default(),
         }
@@ -115,6 +123,12 @@ impl Config {
             bail!(
                 "log.level {:?} is not one of off, error, warn, info, debug, trace",
                 config.log.level
+            );
+        }
+        if !config.staging_dir.is_absolute() {
+            bail!(
+                "staging_dir {} is not an absolute path",
+                config.staging_dir.display()
             );
         }
         for p in &config.seed_from_host {

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::logging::{self, Sink};
 use crate::prepare::{Action, Mode, MountPlan, Preparer};
 use crate::spec::{self, View};
+use crate::staging;
 
 pub const BIN: &str = "oci-volume-hook";
 
@@ -36,6 +37,8 @@ enum Command {
     Hook,
     /// podman's precreate stage: config.json on stdin, the prepared config.json on stdout.
     Precreate,
+    /// poststop stage: takes away the container's staging mounts (OCI state on stdin).
+    Cleanup,
     /// Dry run: what would be done for each mount of a bundle, and why. Touches nothing.
     /// Exits 1 when a mount would be refused.
     Plan {
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
     let sink = logging::init(&config.log, BIN);
     let result = match cli.command.unwrap_or(Command::Hook) {
         Command::Hook => run_hook(&config, io::stdin().lock()),
+        Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
         Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
         Command::Plan { bundle, json } => {
             run_plan(&config, &bundle, json, &mut io::stdout().lock())
@@ -109,24 +113,97 @@ pub fn run_precreate(
     let id = container_id(&doc);
     let _span = tracing::info_span!("container", id = %id).entered();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    rewrite(config, &mut doc, &cwd)?;
+    let key = format!(
+        "{}{}",
+        precreate_prefix(&precreate_id(&doc).unwrap_or_else(|| "unknown".into())),
+        std::process::id()
+    );
+    rewrite(config, &mut doc, &cwd, &key)?;
     serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
     stdout.flush().context("writing config.json to stdout")?;
     Ok(true)
 }
 
-/// Prepares the sources of `doc` and points each mount at what was prepared.
-pub fn rewrite(config: &Config, doc: &mut Value, bundle: &Path) -> Result<Vec<MountPlan>> {
+/// Prepares the sources of `doc` and points each mount at what was prepared: its staging
+/// path under `stage_key` when sources are pinned, else its path resolved in the chroot.
+pub fn rewrite(
+    config: &Config,
+    doc: &mut Value,
+    bundle: &Path,
+    stage_key: &str,
+) -> Result<Vec<MountPlan>> {
     let view = View::of(doc, bundle)?;
-    let plans = Preparer::new(config, &view, Mode::Rewrite).prepare()?;
-    for p in &plans {
-        if let Some(resolved) = &p.resolved_source {
-            spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
-            tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
+    let mut preparer = Preparer::new(config, &view, Mode::Rewrite);
+    let plans = preparer.prepare()?;
+    let checked = preparer.take_checked();
+    if config.pin_sources && !checked.is_empty() {
+        let pins: Vec<_> = checked.iter().map(|(i, n)| (*i, &n.fd, n.kind)).collect();
+        let staged = staging::stage(&config.staging_dir, stage_key, &pins)
+            .with_context(|| format!("staging {}", config.staging_dir.join(stage_key).display()))?;
+        for (index, path) in staged {
+            spec::set_source(doc, index, &path)?;
+        }
+        tracing::info!(
+            "{} source(s) pinned under {}",
+            pins.len(),
+            config.staging_dir.join(stage_key).display()
+        );
+    } else {
+        for p in &plans {
+            if let Some(resolved) = &p.resolved_source {
+                spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
+                tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
+            }
         }
     }
     log_done(&plans);
     Ok(plans)
+}
+
+/// precreate is not told the container id, yet the poststop stage, which takes staging away,
+/// only knows the id. podman's own mounts (`/etc/hostname`, `/etc/hosts`...) come from
+/// `.../<id>/userdata/...`; failing that, the hostname, which podman makes the short id.
+pub fn precreate_id(doc: &Value) -> Option<String> {
+    let sources = doc
+        .get("mounts")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.get("source")?.as_str());
+    for src in sources {
+        let parts: Vec<&str> = src.split('/').collect();
+        for w in parts.windows(2) {
+            if w[1] == "userdata" && w[0].len() == 64 && w[0].bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Some(w[0].to_string());
+            }
+        }
+    }
+    doc.get("hostname")
+        .and_then(Value::as_str)
+        .filter(|h| staging::check_key(h).is_ok())
+        .map(String::from)
+}
+
+/// The prefix of the staging keys of a precreate for container `id`; a pid follows, so
+/// containers that share a hostname stay apart.
+pub fn precreate_prefix(id: &str) -> String {
+    format!("precreate-{id}-")
+}
+
+/// The poststop stage: takes away the container's staging mounts (by id for the wrapper, by
+/// annotations for precreate).
+pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
+    let state = spec::read_json(stdin, "OCI state on stdin")?;
+    let id = state.get("id").and_then(Value::as_str).unwrap_or_default();
+    let _span = tracing::info_span!("container", id = %id).entered();
+    if staging::check_key(id).is_ok() {
+        staging::cleanup(&config.staging_dir, id).with_context(|| format!("staging {id}"))?;
+        staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(id))?;
+        if let Some(short) = id.get(..12) {
+            staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(short))?;
+        }
+    }
+    Ok(true)
 }
 
 fn log_done(plans: &[MountPlan]) {

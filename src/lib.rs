@@ -10,4 +10,5 @@ pub mod ownership;
 pub mod prepare;
 pub mod resolve;
 pub mod spec;
+pub mod staging;
 pub mod wrapper;

@@ -104,6 +104,9 @@ pub struct Preparer<'a> {
     mode: Mode,
     rootfs: Option<Root>,
     chroots: HashMap<PathBuf, Result<Root, String>>,
+    /// The descriptor of each prepared source, by mount index: what was checked is what gets
+    /// mounted (see `staging`).
+    checked: HashMap<usize, Node>,
 }
 
 impl<'a> Preparer<'a> {
@@ -114,6 +117,7 @@ impl<'a> Preparer<'a> {
             mode,
             rootfs: None,
             chroots: HashMap::new(),
+            checked: HashMap::new(),
         }
     }
 
@@ -211,10 +215,19 @@ impl<'a> Preparer<'a> {
             .iter_mut()
             .filter(|p| p.chroot.is_some() && p.action != Action::Nothing)
         {
-            let resolved = self.apply(p).with_context(|| p.name())?;
+            let (resolved, node) = self.apply(p).with_context(|| p.name())?;
             p.resolved_source = resolved;
+            self.checked.insert(p.index, node);
         }
         Ok(plans)
+    }
+
+    /// After [`prepare`](Self::prepare): each source in a chroot as the descriptor that was
+    /// checked, with its type.
+    pub fn take_checked(&mut self) -> Vec<(usize, Node)> {
+        let mut v: Vec<(usize, Node)> = self.checked.drain().collect();
+        v.sort_by_key(|(i, _)| *i);
+        v
     }
 
     fn owner(&self, owner: config::Owner) -> Result<Owner> {
@@ -301,7 +314,9 @@ impl<'a> Preparer<'a> {
                     | (Want::Dir, Kind::Dir)
                     | (Want::Any, Kind::File | Kind::Dir)
             ) {
-                return plan_owner(p, &node, owner, ownership);
+                plan_owner(p, &node, owner, ownership);
+                self.checked.insert(p.index, node);
+                return;
             }
         }
         let lookup = match root.lookup(&inside.rel) {
@@ -406,18 +421,21 @@ impl<'a> Preparer<'a> {
                 p,
                 format!("is a regular file, but the image has a directory at {dest}"),
             ),
-            (_, Kind::Dir | Kind::File) => plan_owner(p, &found.node, owner, ownership),
+            (_, Kind::Dir | Kind::File) => {
+                plan_owner(p, &found.node, owner, ownership);
+                self.checked.insert(p.index, found.node);
+            }
             (_, other) => refuse(p, format!("is a {other}, not a regular file or directory")),
         }
     }
 
     /// Brings one source to the planned state; returns its in-chroot path if it must be
     /// rewritten.
-    fn apply(&mut self, p: &MountPlan) -> Result<Option<PathBuf>> {
+    fn apply(&mut self, p: &MountPlan) -> Result<(Option<PathBuf>, Node)> {
         let (Some(chroot_path), Some(source), Some(want), Some(owner)) =
             (&p.chroot, &p.source, p.wanted, p.owner)
         else {
-            return Ok(None);
+            bail!("not a mount in a chroot");
         };
         let ownership = p.ownership.unwrap_or_default();
         let chown = |fd: &OwnedFd| {
@@ -535,7 +553,7 @@ impl<'a> Preparer<'a> {
                                     owner.gid
                                 );
                             }
-                            return Ok(f.via_symlink.then_some(path));
+                            return Ok((f.via_symlink.then_some(path), f.node));
                         }
                         (_, other) => bail!(
                             "{} is a {other}, not a regular file or directory",

@@ -16,6 +16,11 @@ use crate::config::{Config, ENV_PATH};
 use crate::hook;
 use crate::logging::{self, Sink};
 use crate::spec;
+use crate::staging;
+use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+use nix::unistd::Pid;
+use std::ffi::c_int;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 pub const BIN: &str = "oci-volume-runtime";
 
@@ -39,6 +44,11 @@ pub struct Invocation {
 impl Invocation {
     pub fn prepares(&self) -> bool {
         matches!(self.command.as_deref(), Some("create" | "run"))
+    }
+
+    /// Subcommands whose first argument after the flags is the container id.
+    fn takes_id(&self) -> bool {
+        matches!(self.command.as_deref(), Some("create" | "run" | "delete"))
     }
 }
 
@@ -88,7 +98,7 @@ pub fn parse(args: &[OsString]) -> Invocation {
         return inv;
     };
     inv.command = Some(command.to_string_lossy().into_owned());
-    if !inv.prepares() {
+    if !inv.takes_id() {
         return inv;
     }
     let mut j = i + 1;
@@ -107,7 +117,7 @@ pub fn parse(args: &[OsString]) -> Invocation {
                     args.get(j).cloned()
                 }
             };
-            if matches!(name, "bundle" | "b") {
+            if matches!(name, "bundle" | "b") && inv.prepares() {
                 inv.bundle = value.map(PathBuf::from);
             }
         }
@@ -172,10 +182,25 @@ pub fn main() -> i32 {
         let sink = logging::init(&config.log, BIN);
         let id = inv.id.clone().unwrap_or_else(|| "-".into());
         let span = tracing::info_span!("container", id = %id).entered();
-        if let Err(e) = prepare_bundle(&config, &inv) {
-            return fail(&inv, sink, &e);
+        match prepare_bundle(&config, &inv) {
+            Err(e) => return fail(&inv, sink, &e),
+            // Staging mounts are needed only while runc mounts: run it as a child, then
+            // take them away, whatever the outcome.
+            Ok(true) => return run_then_cleanup(&runtime, &args, &config, &id),
+            Ok(false) => {}
         }
         drop(span);
+    } else if inv.command.as_deref() == Some("delete") {
+        // A wrapper killed during `create` left its staging mounts: `delete` follows.
+        if let Some(id) = inv
+            .id
+            .as_deref()
+            .filter(|id| staging::check_key(id).is_ok())
+        {
+            if config.staging_dir.join(id).exists() {
+                let _ = staging::cleanup(&config.staging_dir, id);
+            }
+        }
     }
     let err = std::process::Command::new(&runtime)
         .arg0(&runtime)
@@ -193,18 +218,96 @@ fn config_path_hint() -> String {
 }
 
 /// Prepares the bundle's sources and, when a source must point elsewhere, replaces
-/// config.json (atomically, in the bundle) with the edited document.
-fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<()> {
+/// config.json (atomically, in the bundle) with the edited document. `true` when sources
+/// were pinned under the container's staging directory.
+fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<bool> {
     let bundle = match &inv.bundle {
         Some(b) => b.clone(),
         None => std::env::current_dir().context("working directory")?,
     };
     let mut doc = spec::read_bundle_config(&bundle)?;
-    let plans = hook::rewrite(config, &mut doc, &bundle)?;
-    if plans.iter().any(|p| p.resolved_source.is_some()) {
-        write_config(&bundle, &doc)?;
+    let id = inv.id.as_deref().unwrap_or_default();
+    let before = doc.clone();
+    let result = hook::rewrite(config, &mut doc, &bundle, id).and_then(|_| {
+        if doc != before {
+            write_config(&bundle, &doc)?;
+        }
+        Ok(())
+    });
+    let staged = config.staging_dir.join(id);
+    if let Err(e) = result {
+        if staging::check_key(id).is_ok() {
+            let _ = staging::cleanup(&config.staging_dir, id);
+        }
+        return Err(e);
     }
-    Ok(())
+    Ok(config.pin_sources && staging::check_key(id).is_ok() && staged.exists())
+}
+
+/// The child runtime, for the signal handler.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: c_int) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // kill(2) is async-signal-safe.
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::try_from(sig).ok());
+    }
+}
+
+/// Runs the runtime as a child with the argv unchanged (stdio and every inherited
+/// descriptor pass through), forwards signals to it, takes the staging mounts away once it
+/// exits, and exits as it did.
+fn run_then_cleanup(runtime: &Path, args: &[OsString], config: &Config, id: &str) -> i32 {
+    const FORWARDED: [Signal; 7] = [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+    ];
+    let action = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in FORWARDED {
+        // SAFETY: the handler only reads an atomic and calls kill(2).
+        let _ = unsafe { sigaction(sig, &action) };
+    }
+    let status = std::process::Command::new(runtime)
+        .arg0(runtime)
+        .args(args)
+        .spawn()
+        .and_then(|mut child| {
+            CHILD.store(child.id() as i32, Ordering::SeqCst);
+            child.wait()
+        });
+    if let Err(e) = staging::cleanup(&config.staging_dir, id) {
+        tracing::error!("taking staging mounts away: {e:#}");
+    }
+    match status {
+        Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
+            (Some(code), _) => code,
+            (None, Some(sig)) => {
+                // Die of the same signal, as the runtime did.
+                let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+                if let Ok(sig) = Signal::try_from(sig) {
+                    let _ = unsafe { sigaction(sig, &default) };
+                    let _ = nix::sys::signal::raise(sig);
+                }
+                128 + sig
+            }
+            _ => 1,
+        },
+        Err(e) => {
+            let err = anyhow::Error::new(e).context(format!("running {}", runtime.display()));
+            logging::report_failure(Sink::Stderr, BIN, &err);
+            1
+        }
+    }
 }
 
 fn write_config(bundle: &Path, doc: &serde_json::Value) -> Result<()> {

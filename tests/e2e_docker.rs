@@ -122,6 +122,11 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     );
     assert!(!out.contains("should-not-start"));
     assert_eq!(
+        f.staging_left(),
+        (vec![], vec![]),
+        "no staging survives a failed create"
+    );
+    assert_eq!(
         std::fs::read_to_string(zone.join("keep/file")).unwrap(),
         "precious"
     );
@@ -146,6 +151,11 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
         &before,
         &snapshot(&f.path().join("outside")),
         "volume outside the chroots",
+    );
+    assert_eq!(
+        f.staging_left(),
+        (vec![], vec![]),
+        "no staging survives docker run --rm"
     );
 }
 

@@ -71,6 +71,17 @@ fn hooks_dir(f: &Fixture) -> PathBuf {
         serde_json::to_vec_pretty(&hook).unwrap(),
     )
     .unwrap();
+    let cleanup = json!({
+        "version": "1.0.0",
+        "hook": {"path": HOOK, "args": ["oci-volume-hook", "--config", f.config_path(), "cleanup"]},
+        "when": {"always": true},
+        "stages": ["poststop"]
+    });
+    std::fs::write(
+        d.join("oci-volume-hook-poststop.json"),
+        serde_json::to_vec_pretty(&cleanup).unwrap(),
+    )
+    .unwrap();
     d
 }
 
@@ -128,6 +139,11 @@ fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
     assert!(is_file(&t.join("etc/localtime")));
     assert_eq!(owner_of(&t.join("etc/localtime")), (200000, 200000));
     assert!(f.log().contains("created file"), "{}", f.log());
+    assert_eq!(
+        f.staging_left(),
+        (vec![], vec![]),
+        "the poststop hook took the staging mounts away"
+    );
 
     // A refusal stops the container; the reason is in the hook's log (podman drops stderr).
     std::fs::remove_file(t.join("etc/localtime")).unwrap();

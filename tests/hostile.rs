@@ -351,13 +351,19 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
                     continue;
                 }
                 let out: Value = serde_json::from_slice(&o.stdout).unwrap();
-                let src = PathBuf::from(
+                let staged = PathBuf::from(
                     out["mounts"].as_array().unwrap().last().unwrap()["source"]
                         .as_str()
                         .unwrap(),
                 );
+                // The staging mount holds an inode that must lie inside the tenant's tree.
+                let src = find_inode(&c.tenant, inode(&staged)).unwrap_or(staged.clone());
                 let ok_type = if dir { is_dir(&src) } else { is_file(&src) };
-                if !src.starts_with(&c.tenant) || !ok_type || owner_of(&src) != (100000, 100000) {
+                if !staged.starts_with(c.f.staging())
+                    || !src.starts_with(&c.tenant)
+                    || !ok_type
+                    || owner_of(&src) != (100000, 100000)
+                {
                     failures.push(format!(
                         "{}: source {} inside={} type_ok={ok_type} owner={:?}",
                         case.name,

@@ -38,10 +38,10 @@ fn creates_a_missing_file_and_its_parents_for_the_mapped_root() {
         Some(100000),
     );
     let out = output_doc(&precreate(&f, &doc));
-    assert_eq!(
-        out, doc,
-        "nothing to rewrite: config.json comes back as it was"
-    );
+    // Only the source changes: to a root-only staging mount of exactly the checked inode.
+    let pinned = pinned_sources(&out, &doc, &f.staging());
+    assert_eq!(pinned.len(), 1);
+    assert_eq!(inode(&pinned[0].1), inode(&t.join("etc/localtime")));
     assert!(
         is_file(&t.join("etc/localtime")),
         "a file, since the image has a file (through its symlink)"
@@ -267,6 +267,13 @@ fn sources_through_symlinks_are_rewritten_to_the_path_inside_the_chroot() {
         ],
         None,
     );
+    // Pinned (the default): the staging mounts hold the releases' inodes.
+    let pinned = pinned_sources(&output_doc(&precreate(&f, &doc)), &doc, &f.staging());
+    assert_eq!(pinned.len(), 2);
+    assert_eq!(inode(&pinned[0].1), inode(&t.join("releases/v2/data")));
+    assert_eq!(inode(&pinned[1].1), inode(&t.join("releases/v1/data")));
+    // Not pinned: the path resolved inside the chroot.
+    f.write_config("pin_sources = false");
     let out = output_doc(&precreate(&f, &doc));
     let n = doc["mounts"].as_array().unwrap().len();
     assert_eq!(

@@ -53,16 +53,12 @@ fn run_through_the_wrapper_with_plain_runc() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "v2\n");
     assert!(is_file(&t.join("etc/localtime")));
     assert_eq!(owner_of(&t.join("etc/localtime")), (100000, 100000));
-    // The bundle's config.json now points at the release; every other field is kept.
-    let mut after: Value =
+    // The bundle's config.json pointed runc at staging mounts; every other field is kept.
+    let after: Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
-    let n = after["mounts"].as_array().unwrap().len();
-    assert_eq!(
-        after["mounts"][n - 1]["source"],
-        serde_json::json!(t.join("releases/v2"))
-    );
-    after["mounts"][n - 1]["source"] = doc["mounts"][n - 1]["source"].clone();
-    assert_eq!(after, doc);
+    assert_eq!(pinned_sources(&after, &doc, &f.staging()).len(), 2);
+    // Once runc is done with them, no staging mount or directory is left.
+    assert_eq!(f.staging_left(), (vec![], vec![]));
 }
 
 #[test]

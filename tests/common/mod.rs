@@ -89,11 +89,29 @@ impl Fixture {
     /// Writes config.toml: the chroot pattern and a log file, plus `extra` lines.
     pub fn write_config(&self, extra: &str) {
         let text = format!(
-            "chroots = [\"{}/*\"]\n{extra}\n[log]\nlevel = \"debug\"\ntarget = \"file\"\nfile = \"{}\"\n",
+            "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\n{extra}\n[log]\nlevel = \"debug\"\ntarget = \"file\"\nfile = \"{}\"\n",
             self.base().display(),
+            self.staging().display(),
             self.log_path().display()
         );
         std::fs::write(self.config_path(), text).unwrap();
+    }
+    /// The staging directory for pinned sources (private to this fixture).
+    pub fn staging(&self) -> PathBuf {
+        self.path().join("staging")
+    }
+    /// What is left under the staging directory: (entries, mounts).
+    pub fn staging_left(&self) -> (Vec<PathBuf>, Vec<String>) {
+        let entries = std::fs::read_dir(self.staging())
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        (
+            entries,
+            mounts_below(&self.staging())
+                .into_iter()
+                .filter(|m| Path::new(m) != self.staging())
+                .collect(),
+        )
     }
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
@@ -113,6 +131,31 @@ impl Fixture {
                 .args(args),
             stdin,
         )
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        unmount_below(self.path());
+    }
+}
+
+/// Mount points at or below `dir`, deepest first.
+pub fn mounts_below(dir: &Path) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .map(String::from)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    points
+}
+
+pub fn unmount_below(dir: &Path) {
+    for p in mounts_below(dir) {
+        let _ = nix::mount::umount2(p.as_str(), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -344,4 +387,51 @@ pub fn is_dir(p: &Path) -> bool {
     std::fs::symlink_metadata(p)
         .map(|m| m.file_type().is_dir())
         .unwrap_or(false)
+}
+
+/// (device, inode) of what `p` names, following symlinks and mounts.
+pub fn inode(p: &Path) -> (u64, u64) {
+    let md = std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (md.dev(), md.ino())
+}
+
+/// Where below `tree` the inode `id` is (symlinks not followed).
+pub fn find_inode(tree: &Path, id: (u64, u64)) -> Option<PathBuf> {
+    let md = std::fs::symlink_metadata(tree).ok()?;
+    if (md.dev(), md.ino()) == id {
+        return Some(tree.to_path_buf());
+    }
+    if md.is_dir() {
+        for e in std::fs::read_dir(tree).ok()? {
+            if let Some(p) = find_inode(&e.ok()?.path(), id) {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Checks that `out` is `doc` but for mount sources moved under `staging`, and returns, for
+/// each moved mount, its index and staging path.
+pub fn pinned_sources(out: &Value, doc: &Value, staging: &Path) -> Vec<(usize, PathBuf)> {
+    let mut back = out.clone();
+    let mut moved = Vec::new();
+    for (i, m) in out["mounts"].as_array().unwrap().iter().enumerate() {
+        let src = m["source"].as_str().unwrap_or_default();
+        if src != doc["mounts"][i]["source"].as_str().unwrap_or_default() {
+            assert!(
+                Path::new(src).starts_with(staging),
+                "mount {i}: source {src} is not pinned under {}",
+                staging.display()
+            );
+            moved.push((i, PathBuf::from(src)));
+            back["mounts"][i]["source"] = doc["mounts"][i]["source"].clone();
+        }
+    }
+    assert_eq!(
+        serde_json::to_string(&back).unwrap(),
+        serde_json::to_string(doc).unwrap(),
+        "only mount sources change"
+    );
+    moved
 }

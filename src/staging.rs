@@ -1,0 +1,203 @@
+//! Pinned sources: each prepared source is bind-mounted, through the descriptor the tool
+//! checked, onto a root-only staging path, and config.json points the runtime there. runc
+//! resolves bind sources on the host following symlinks, so handing it the tenant's path
+//! would let a tenant that swaps a directory for a symlink after the check have a host
+//! directory mounted; the staging path holds the checked inode, whatever the tenant does.
+//!
+//! Layout: `<base>/<key>/<mount index>`, `<base>` (default `/run/oci-volume-hook`) a private
+//! mount so that nothing staged propagates into other mount namespaces.
+
+use std::fs::DirBuilder;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag, open};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::Mode;
+
+use crate::resolve::Kind;
+
+/// Where staging mounts live unless `staging_dir` says otherwise.
+pub const DEFAULT_BASE: &str = "/run/oci-volume-hook";
+
+/// A key names one container's staging directory: no `/`, not `.` or `..`.
+pub fn check_key(key: &str) -> Result<()> {
+    if key.is_empty()
+        || key.len() > 200
+        || key.contains('/')
+        || key == "."
+        || key == ".."
+        || key.contains('\0')
+    {
+        bail!("{key:?} cannot name a staging directory");
+    }
+    Ok(())
+}
+
+/// Bind-mounts each `(index, fd, kind)` at `<base>/<key>/<index>`; returns the staging path of
+/// each index. Anything staged earlier under the same key is taken away first.
+pub fn stage(
+    base: &Path,
+    key: &str,
+    pins: &[(usize, &OwnedFd, Kind)],
+) -> Result<Vec<(usize, PathBuf)>> {
+    check_key(key)?;
+    let _lock = prepare_base(base)?;
+    let dir = base.join(key);
+    remove(&dir)?;
+    DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let staged = mount_all(&dir, pins);
+    if staged.is_err() {
+        let _ = remove(&dir); // all or nothing
+    }
+    staged
+}
+
+fn mount_all(dir: &Path, pins: &[(usize, &OwnedFd, Kind)]) -> Result<Vec<(usize, PathBuf)>> {
+    let mut staged = Vec::new();
+    for (index, fd, kind) in pins {
+        let target = dir.join(index.to_string());
+        if *kind == Kind::Dir {
+            DirBuilder::new().mode(0o700).create(&target)
+        } else {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&target)
+                .map(drop)
+        }
+        .with_context(|| format!("creating {}", target.display()))?;
+        // The magic link names exactly the inode behind the descriptor, never a path.
+        let source = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mount(
+            Some(source.as_str()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting the checked source onto {}", target.display()))?;
+        staged.push((*index, target));
+    }
+    Ok(staged)
+}
+
+/// Takes away every staging mount and placeholder under `<base>/<key>`; nothing to do when
+/// it does not exist.
+pub fn cleanup(base: &Path, key: &str) -> Result<()> {
+    check_key(key)?;
+    remove(&base.join(key))
+}
+
+/// [`cleanup`] for every key starting with `prefix`.
+pub fn cleanup_prefix(base: &Path, prefix: &str) -> Result<()> {
+    let entries = match std::fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", base.display())),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        if name
+            .to_str()
+            .is_some_and(|n| n.starts_with(prefix) && check_key(n).is_ok())
+        {
+            remove(&base.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+fn remove(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        match umount2(&path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("unmounting {}", path.display())),
+        }
+        // Placeholders the tool made itself, in its own root-only directory.
+        let md = std::fs::symlink_metadata(&path)?;
+        if md.is_dir() {
+            std::fs::remove_dir(&path)
+        } else {
+            std::fs::remove_file(&path)
+        }
+        .with_context(|| format!("removing {}", path.display()))?;
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
+}
+
+/// Creates `<base>` (root's, mode 0700) and makes it a private mount, under a lock so that
+/// concurrent containers set it up once.
+fn prepare_base(base: &Path) -> Result<Flock<OwnedFd>> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(base)
+        .with_context(|| format!("creating {}", base.display()))?;
+    let fd = open(
+        base,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", base.display()))?;
+    let lock = Flock::lock(fd, FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .context("locking the staging directory")?;
+    let md = std::fs::symlink_metadata(base)?;
+    if md.uid() != 0 || md.mode() & 0o077 != 0 {
+        bail!(
+            "staging directory {} must be root's and mode 0700",
+            base.display()
+        );
+    }
+    if !is_mountpoint(base)? {
+        mount(
+            Some(base),
+            base,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .with_context(|| format!("bind-mounting {} onto itself", base.display()))?;
+        mount(
+            None::<&str>,
+            base,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .with_context(|| format!("making {} a private mount", base.display()))?;
+    }
+    Ok(lock)
+}
+
+fn is_mountpoint(path: &Path) -> Result<bool> {
+    let canon = std::fs::canonicalize(path)?;
+    let info =
+        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    Ok(info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .any(|p| unescape(p) == canon.as_os_str().to_string_lossy()))
+}
+
+/// mountinfo escapes space, tab, newline and backslash as octal.
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}

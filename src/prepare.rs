@@ -11,6 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use caps::{CapSet, Capability};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode as Perm, mkdirat};
@@ -209,6 +210,17 @@ impl<'a> Preparer<'a> {
         }
         if let Some(p) = plans.iter().find(|p| p.action == Action::Refuse) {
             bail!("{}: {}", p.name(), p.reason);
+        }
+        if let Some(p) = plans.iter().find(|p| p.chroot.is_some()) {
+            let mut needed = vec![
+                Capability::CAP_CHOWN,
+                Capability::CAP_DAC_OVERRIDE,
+                Capability::CAP_FOWNER,
+            ];
+            if self.mode == Mode::Rewrite && self.config.pin_sources {
+                needed.push(Capability::CAP_SYS_ADMIN); // the staging mounts
+            }
+            require_capabilities(&needed).with_context(|| p.name())?;
         }
         // A mount planned as `nothing` is already right: resolving it again would only cost.
         for p in plans
@@ -581,6 +593,25 @@ fn what_for(want: Want) -> Action {
 fn refuse(p: &mut MountPlan, reason: String) {
     p.action = Action::Refuse;
     p.reason = reason;
+}
+
+/// Fails, naming what is missing, unless every capability in `needed` is effective: the
+/// tool must run as host root (rootless engines cannot use it).
+pub fn require_capabilities(needed: &[Capability]) -> Result<()> {
+    let effective =
+        caps::read(None, CapSet::Effective).map_err(|e| anyhow!("reading capabilities: {e}"))?;
+    let missing: Vec<String> = needed
+        .iter()
+        .filter(|c| !effective.contains(c))
+        .map(|c| c.to_string())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing capabilities {}: the tool must run as host root with them (rootless engines are not supported)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// `a/../b` → `a/b`: only used to tell whether a refused path was aimed at a chroot.

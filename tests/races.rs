@@ -1,0 +1,219 @@
+//! Races: a tenant swapping a directory for a symlink to a host directory
+//! (renameat2 RENAME_EXCHANGE, in a loop) while the tool prepares, and between the tool's
+//! check and the runtime's mount. Each race is first shown to bite a naive, path-based
+//! variant (kept here only), so that its passing for the tool means something.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use nix::fcntl::{OFlag, RenameFlags, open, renameat2};
+use nix::sys::stat::Mode;
+use oci_volume_hook::config::Config;
+use oci_volume_hook::prepare::{Mode as Use, Preparer};
+use oci_volume_hook::spec::View;
+use serde_json::json;
+
+/// Swaps `dir/a` and `dir/b` until stopped; returns how many swaps it made.
+struct Swapper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Swapper {
+    fn start(dir: &Path, a: &str, b: &str) -> Swapper {
+        let fd: OwnedFd = open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let (a, b) = (a.to_string(), b.to_string());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) {
+                renameat2(
+                    &fd,
+                    a.as_str(),
+                    &fd,
+                    b.as_str(),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+                n += 1;
+            }
+            n
+        });
+        Swapper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+    /// Stops, leaving the names as they started (an even number of swaps).
+    fn stop(mut self, dir: &Path, a: &str, b: &str) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        let n = self.thread.take().unwrap().join().unwrap();
+        if n % 2 == 1 {
+            let fd: OwnedFd = open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+            renameat2(&fd, a, &fd, b, RenameFlags::RENAME_EXCHANGE).unwrap();
+        }
+        n
+    }
+}
+
+struct Scene {
+    f: Fixture,
+    tenant: PathBuf,
+    host: PathBuf,
+}
+
+/// `tenant/data` a directory, `tenant/swap` a symlink to the host directory.
+fn scene() -> Scene {
+    let f = Fixture::new();
+    let tenant = f.tenant("user-toto");
+    let host = f.path().join("host/dir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("file"), "host data\n").unwrap();
+    std::fs::create_dir_all(tenant.join("data")).unwrap();
+    std::fs::write(tenant.join("data/file"), "tenant data\n").unwrap();
+    symlink(&host, tenant.join("swap")).unwrap();
+    Scene { f, tenant, host }
+}
+
+/// What a naive tool does: mkdir -p, create, chown, all by path.
+fn naive_prepare(source: &Path) {
+    let _ = std::fs::create_dir_all(source.parent().unwrap());
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(source);
+    let _ = std::os::unix::fs::chown(source, Some(100000), Some(100000));
+}
+
+#[test]
+fn swapping_a_directory_for_a_host_symlink_while_the_tool_prepares() {
+    if !root_or_skip("race_tool") {
+        return;
+    }
+    const BUDGET: Duration = Duration::from_secs(10);
+    let s = scene();
+    let source = s.tenant.join("data/sub/file");
+
+    // The naive variant is fooled: something appears in the host directory.
+    let before = snapshot(&s.host);
+    let swapper = Swapper::start(&s.tenant, "data", "swap");
+    let start = Instant::now();
+    let mut naive_runs = 0;
+    while snapshot(&s.host) == before && start.elapsed() < BUDGET {
+        naive_prepare(&source);
+        naive_runs += 1;
+    }
+    let swaps = swapper.stop(&s.tenant, "data", "swap");
+    let bitten = snapshot(&s.host) != before;
+    assert!(
+        bitten,
+        "the race never bit the naive variant ({naive_runs} runs, {swaps} swaps): the test proves nothing"
+    );
+    std::fs::remove_dir_all(s.host.join("sub")).unwrap();
+    std::fs::remove_dir_all(s.tenant.join("data/sub")).ok();
+    let before = snapshot(&s.host);
+
+    // The tool, as many times and at least a few thousand, under the same race.
+    let mut config = Config::parse(&format!("chroots = [\"{}/*\"]", s.f.base().display())).unwrap();
+    config.pin_sources = false;
+    let rootfs = s.f.bundle("b").join("rootfs");
+    let mut doc = runc_config(
+        "true",
+        vec![bind(&source, "/etc/localtime", true)],
+        Some(100000),
+    );
+    doc["root"]["path"] = json!(rootfs);
+    let view = View::of(&doc, Path::new("/")).unwrap();
+    let swapper = Swapper::start(&s.tenant, "data", "swap");
+    let runs = naive_runs.max(3000);
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..runs {
+        match Preparer::new(&config, &view, Use::Rewrite).prepare() {
+            Ok(_) => ok += 1,
+            Err(_) => refused += 1, // e.g. "keeps changing": fine, nothing was done outside
+        }
+    }
+    let swaps = swapper.stop(&s.tenant, "data", "swap");
+    assert_unchanged(
+        &before,
+        &snapshot(&s.host),
+        &format!("{runs} runs of the tool ({ok} ok, {refused} refused) against {swaps} swaps"),
+    );
+    assert!(ok > 0, "the tool never got through");
+    // Whatever it made, it made inside the chroot.
+    let inside = s
+        .tenant
+        .join(s.host.strip_prefix("/").unwrap())
+        .join("sub/file");
+    assert!(is_file(&s.tenant.join("data/sub/file")) || is_file(&inside));
+}
+
+#[test]
+fn swapping_between_the_check_and_the_runtimes_mount() {
+    let Some(runc) = engine("race_mount", "runc") else {
+        return;
+    };
+    let s = scene();
+    let b = s.f.bundle("b");
+    let doc = runc_config(
+        "cat /data/file",
+        vec![bind(&s.tenant.join("data"), "/data", true)],
+        None,
+    );
+    let prepare = |pin: bool| {
+        s.f.write_config(if pin { "" } else { "pin_sources = false" });
+        let mut cmd = std::process::Command::new(HOOK);
+        cmd.arg("--config")
+            .arg(s.f.config_path())
+            .arg("precreate")
+            .current_dir(&b);
+        let o = run_with_stdin(&mut cmd, &serde_json::to_vec(&doc).unwrap());
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::write(b.join("config.json"), &o.stdout).unwrap();
+    };
+    let swap = || {
+        let fd: OwnedFd =
+            open(&s.tenant, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        renameat2(&fd, "data", &fd, "swap", RenameFlags::RENAME_EXCHANGE).unwrap();
+    };
+
+    // Naive: the checked path goes to runc, which follows the symlink swapped in meanwhile.
+    prepare(false);
+    swap();
+    let o = runc_run(&runc, &b, "ovh-race-naive");
+    swap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "host data\n",
+        "the race bites an unpinned source: {}",
+        stderr(&o)
+    );
+
+    // Pinned: runc mounts the inode that was checked, whatever the tenant does after.
+    prepare(true);
+    swap();
+    let o = runc_run(&runc, &b, "ovh-race-pinned");
+    swap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "tenant data\n");
+
+    // And under a continuous swap loop, many containers: never the host's data.
+    prepare(true);
+    let swapper = Swapper::start(&s.tenant, "data", "swap");
+    let mut seen = Vec::new();
+    for i in 0..20 {
+        let o = runc_run(&runc, &b, &format!("ovh-race-loop-{i}"));
+        seen.push(String::from_utf8_lossy(&o.stdout).into_owned());
+    }
+    swapper.stop(&s.tenant, "data", "swap");
+    assert!(seen.iter().all(|s| s == "tenant data\n"), "{seen:?}");
+}

@@ -260,7 +260,7 @@ impl<'a> Preparer<'a> {
     fn chroot(&mut self, path: &Path) -> Result<&Root, String> {
         self.chroots
             .entry(path.to_path_buf())
-            .or_insert_with(|| Root::open(path).map_err(|e| format!("chroot {e:#}")))
+            .or_insert_with(|| Root::open_chroot(path).map_err(|e| format!("chroot {e:#}")))
             .as_ref()
             .map_err(Clone::clone)
     }

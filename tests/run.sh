@@ -21,3 +21,8 @@ fi
 
 export OCI_VOLUME_HOOK_REQUIRE_E2E=1
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
+
+# Fuzzing, bounded: kept regression inputs, then FUZZ_SECONDS per target (0 skips it).
+if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
+  bash fuzz/run.sh
+fi

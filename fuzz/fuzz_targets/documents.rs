@@ -1,0 +1,17 @@
+//! OCI state and config.json parsing: any bytes give a value or an error, never a panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use oci_volume_hook::{config::Config, hook, spec};
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(doc) = spec::read_json(data, "input") else { return };
+    let _ = hook::precreate_id(&doc);
+    if let Ok(view) = spec::View::of(&doc, std::path::Path::new("/bundle")) {
+        let _ = Config::default().settings(&view.annotations);
+        let _ = oci_volume_hook::ownership::host_owner(oci_volume_hook::config::Owner::ProcessUser, &view);
+        for b in &view.binds {
+            let _ = oci_volume_hook::chroot::locate(&Config::default().chroots, &b.source);
+        }
+    }
+});

@@ -20,9 +20,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 export OCI_VOLUME_HOOK_REQUIRE_E2E=1
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
 
 # Fuzzing, bounded: kept regression inputs, then FUZZ_SECONDS per target (0 skips it).
 if [ "${FUZZ_SECONDS:-10}" != 0 ]; then
   bash fuzz/run.sh
 fi
+
+# One closing line for the whole suite.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

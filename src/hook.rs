@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::config::Config;
+use crate::configure;
 use crate::logging::{self, Sink};
 use crate::prepare::{Action, Mode, MountPlan, Preparer};
 use crate::spec::{self, View};
@@ -39,6 +40,11 @@ enum Command {
     Precreate,
     /// poststop stage: takes away the container's staging mounts (OCI state on stdin).
     Cleanup,
+    /// Registers the runtime wrapper with an engine.
+    Configure {
+        #[command(subcommand)]
+        engine: Engine,
+    },
     /// Dry run: what would be done for each mount of a bundle, and why. Touches nothing.
     /// Exits 1 when a mount would be refused.
     Plan {
@@ -51,8 +57,66 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum Engine {
+    /// Adds the `oci-volume` runtime to dockerd's daemon.json, keeping every other key and
+    /// saving a backup; restart dockerd afterwards.
+    Docker {
+        /// Also make it dockerd's default runtime
+        #[arg(long)]
+        default: bool,
+        /// Take the runtime (and the default, if it is ours) away instead
+        #[arg(long)]
+        remove: bool,
+        /// daemon.json to edit
+        #[arg(long, value_name = "FILE", default_value = configure::DEFAULT_DAEMON_JSON)]
+        path: PathBuf,
+        /// The wrapper to register
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/bin/oci-volume-runtime"
+        )]
+        wrapper: PathBuf,
+    },
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Configure {
+        engine:
+            Engine::Docker {
+                default,
+                remove,
+                path,
+                wrapper,
+            },
+    }) = &cli.command
+    {
+        // Needs no configuration file: it edits dockerd's.
+        return match configure::docker(path, wrapper, *default, *remove) {
+            Ok(configure::Outcome::Unchanged) => {
+                println!("{}: already as asked; nothing changed", path.display());
+                ExitCode::SUCCESS
+            }
+            Ok(configure::Outcome::Written { backup }) => {
+                match backup {
+                    Some(b) => println!(
+                        "{} updated (previous version in {})",
+                        path.display(),
+                        b.display()
+                    ),
+                    None => println!("{} written", path.display()),
+                }
+                println!("restart dockerd for it to take effect: systemctl restart docker");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                logging::report_failure(Sink::Stderr, BIN, &e);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -66,6 +130,7 @@ pub fn main() -> ExitCode {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
         Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
+        Command::Configure { .. } => unreachable!("handled above"),
         Command::Plan { bundle, json } => {
             run_plan(&config, &bundle, json, &mut io::stdout().lock())
         }

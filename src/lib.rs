@@ -4,6 +4,7 @@
 
 pub mod chroot;
 pub mod config;
+pub mod configure;
 pub mod hook;
 pub mod logging;
 pub mod ownership;

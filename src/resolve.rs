@@ -147,7 +147,11 @@ impl Root {
     /// directory from `/` down to it must be root's and not writable by others — unless
     /// sticky (like /var/tmp) with a root-owned entry below it — and none a symlink.
     pub fn open_chroot(path: &Path) -> Result<Root> {
-        let mut cur = open_nofollow(nix::fcntl::AT_FDCWD, std::ffi::OsStr::new("/"), OFlag::O_DIRECTORY)?;
+        let mut cur = open_nofollow(
+            nix::fcntl::AT_FDCWD,
+            std::ffi::OsStr::new("/"),
+            OFlag::O_DIRECTORY,
+        )?;
         let mut shown = PathBuf::from("/");
         let comps: Vec<&OsStr> = path
             .components()
@@ -161,22 +165,39 @@ impl Root {
             let writable_by_others = st.st_mode & 0o022 != 0;
             let sticky = st.st_mode & 0o1000 != 0;
             if st.st_uid != 0 || (writable_by_others && !sticky) {
-                bail!("{} is not root's or is writable by others: refusing the chroot {}", shown.display(), path.display());
+                bail!(
+                    "{} is not root's or is writable by others: refusing the chroot {}",
+                    shown.display(),
+                    path.display()
+                );
             }
             shown.push(name);
-            cur = match openat(&cur, *name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()) {
+            cur = match openat(
+                &cur,
+                *name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            ) {
                 Ok(fd) => fd,
-                Err(Errno::ELOOP | Errno::ENOTDIR) if is_symlink(&cur, name) => bail!("{} is a symlink", shown.display()),
+                Err(Errno::ELOOP | Errno::ENOTDIR) if is_symlink(&cur, name) => {
+                    bail!("{} is a symlink", shown.display())
+                }
                 Err(Errno::ENOTDIR) => bail!("{} is not a directory", shown.display()),
                 Err(Errno::ENOENT) => bail!("{} does not exist", shown.display()),
                 Err(e) => return Err(e).with_context(|| format!("opening {}", shown.display())),
             };
             // Below a sticky, world-writable directory only root's entries are safe from swaps.
             if writable_by_others && fstat(&cur).context("fstat")?.st_uid != 0 {
-                bail!("{} is not root's, in a directory writable by others: refusing the chroot", shown.display());
+                bail!(
+                    "{} is not root's, in a directory writable by others: refusing the chroot",
+                    shown.display()
+                );
             }
         }
-        Ok(Root { fd: cur, path: path.to_path_buf() })
+        Ok(Root {
+            fd: cur,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {

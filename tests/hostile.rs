@@ -448,12 +448,19 @@ fn a_chroot_base_others_can_write_is_refused() {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
-    for (mode, owner, why) in [(0o777, 0, "writable by others"), (0o755, 1000, "not root's")] {
+    for (mode, owner, why) in [
+        (0o777, 0, "writable by others"),
+        (0o755, 1000, "not root's"),
+    ] {
         let c = Ctx::new();
         let base = c.f.base();
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(mode)).unwrap();
         std::os::unix::fs::chown(&base, Some(owner), None).unwrap();
-        let mut doc = runc_config("true", vec![bind(&c.tenant.join("data"), "/data", false)], Some(100000));
+        let mut doc = runc_config(
+            "true",
+            vec![bind(&c.tenant.join("data"), "/data", false)],
+            Some(100000),
+        );
         doc["root"]["path"] = json!(c.rootfs);
         let before = snapshot(&c.tenant);
         let o = precreate(&c.f, &doc);

@@ -46,7 +46,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "chroots = [\"{}/containerdata/*\"]\nruntime = \"{}\"\n[log]\ntarget = \"file\"\nfile = \"{}/hook.log\"\n",
+            "chroots = [\"{}/containerdata/*\"]\nstaging_dir = \"{0}/staging\"\nruntime = \"{}\"\n[log]\ntarget = \"file\"\nfile = \"{}/hook.log\"\n",
             d.display(),
             runc.display(),
             d.display()
@@ -155,22 +155,29 @@ fn main() {
             .collect();
         let mut s = spec(mounts);
         s["root"]["path"] = json!(rootfs);
-        let p = d.join(format!("config-{n}.json"));
-        std::fs::write(&p, serde_json::to_vec(&s).unwrap()).unwrap();
-        p
+        // A bundle of its own, and the OCI state a hook gets on stdin.
+        let b = d.join(format!("hook-bundle-{n}"));
+        std::fs::create_dir_all(&b).unwrap();
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&s).unwrap()).unwrap();
+        let state = d.join(format!("state-{n}.json"));
+        let st = json!({"ociVersion": "1.0.2", "id": format!("hook-{n}"), "status": "creating", "bundle": b});
+        std::fs::write(&state, serde_json::to_vec(&st).unwrap()).unwrap();
+        state
     };
     let (one, many) = (doc(1), doc(256));
-    let hook = |input: &Path| {
+    // The OCI hook mode: preparation alone, without staging mounts.
+    let hook = |state: &Path| {
         let mut c = cmd(
             Path::new(HOOK),
-            &["--config", config.to_str().unwrap(), "precreate"],
+            &["--config", config.to_str().unwrap(), "hook"],
         );
-        c.stdin(std::fs::File::open(input).unwrap());
+        c.stdin(std::fs::File::open(state).unwrap());
         c
     };
     assert!(run(&mut hook(&many)), "preparing 256 mounts");
     let growth = compare(n_hook, || hook(&one), || hook(&many));
 
+    unmount_below(d);
     println!(
         "{:<58} {:>12} {:>12} {:>7} {:>6}",
         "benchmark (median of interleaved runs)", "baseline", "measured", "ratio", "goal"
@@ -283,4 +290,18 @@ fn spec(mounts: Vec<Value>) -> Value {
         "mounts": all,
         "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]}
     })
+}
+
+/// Takes away the staging mounts the runs left below `dir`.
+fn unmount_below(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| Path::new(p).starts_with(dir))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for p in points {
+        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+    }
 }

@@ -201,8 +201,19 @@ pub fn rewrite(
     let mut preparer = Preparer::new(config, &view, Mode::Rewrite);
     let plans = preparer.prepare()?;
     let checked = preparer.take_checked();
-    if config.pin_sources && !checked.is_empty() {
-        let pins: Vec<_> = checked.iter().map(|(i, n)| (*i, &n.fd, n.kind)).collect();
+    // Pinned: what a tenant could swap before the runtime mounts it.
+    let mut pins = Vec::new();
+    for (index, node) in &checked {
+        let plan = plans
+            .iter()
+            .find(|p| p.index == *index)
+            .expect("a plan per checked source");
+        if config.pin_sources && preparer.could_be_swapped(plan) {
+            pins.push((*index, &node.fd, node.kind));
+        }
+    }
+    let pinned: Vec<usize> = pins.iter().map(|(i, _, _)| *i).collect();
+    if !pins.is_empty() {
         let staged = staging::stage(&config.staging_dir, stage_key, &pins)
             .with_context(|| format!("staging {}", config.staging_dir.join(stage_key).display()))?;
         for (index, path) in staged {
@@ -213,12 +224,12 @@ pub fn rewrite(
             pins.len(),
             config.staging_dir.join(stage_key).display()
         );
-    } else {
-        for p in &plans {
-            if let Some(resolved) = &p.resolved_source {
-                spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
-                tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
-            }
+    }
+    // The others go through no directory a tenant can change: their in-chroot path holds.
+    for p in plans.iter().filter(|p| !pinned.contains(&p.index)) {
+        if let Some(resolved) = &p.resolved_source {
+            spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
+            tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
         }
     }
     log_done(&plans);

@@ -242,6 +242,41 @@ impl<'a> Preparer<'a> {
         v
     }
 
+    /// Whether the tenant could swap a directory on the way to the (resolved) source of
+    /// `plan`, i.e. whether the runtime must be handed a pinned copy rather than the path.
+    /// Only a directory that is not root's, or that others may write, can have its entries
+    /// renamed by a tenant; if none lies between the chroot and the source, the path the
+    /// tool checked is the path the runtime will resolve. Checked from the chroot down, so
+    /// each step stands on directories no tenant can change.
+    pub fn could_be_swapped(&mut self, plan: &MountPlan) -> bool {
+        let (Some(chroot_path), Some(source)) = (&plan.chroot, &plan.source) else {
+            return true;
+        };
+        let rel = match &plan.resolved_source {
+            Some(r) => r.strip_prefix(chroot_path).map(Path::to_path_buf).ok(),
+            None => chroot::locate(&self.config.chroots, source)
+                .ok()
+                .flatten()
+                .map(|i| i.rel),
+        };
+        let (Some(rel), Ok(root)) = (rel, self.chroot(chroot_path)) else {
+            return true;
+        };
+        let Some(parent) = rel.parent() else {
+            return true;
+        };
+        let mut dir = PathBuf::new();
+        let mut steps = vec![PathBuf::new()];
+        for c in parent.components() {
+            dir.push(c);
+            steps.push(dir.clone());
+        }
+        steps.iter().any(|d| match root.stat_plain(d) {
+            Some(st) => st.st_uid != 0 || st.st_mode & 0o022 != 0,
+            None => true,
+        })
+    }
+
     fn owner(&self, owner: config::Owner) -> Result<Owner> {
         let (uid, gid) = ownership::host_owner(owner, self.view)?;
         Ok(Owner { uid, gid })

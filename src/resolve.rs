@@ -237,6 +237,14 @@ impl Root {
         Node::from_fd(fd).ok().filter(|n| n.kind != Kind::Symlink)
     }
 
+    /// The stat of `rel` (the root itself when empty) if it is reached with no symlink.
+    pub fn stat_plain(&self, rel: &Path) -> Option<FileStat> {
+        if rel.as_os_str().is_empty() {
+            return fstat(&self.fd).ok();
+        }
+        self.lookup_plain(rel).map(|n| n.stat)
+    }
+
     /// Resolves `rel` inside the root, stopping at the first missing component.
     pub fn lookup(&self, rel: &Path) -> Result<Lookup> {
         let mut queue: VecDeque<OsString> = VecDeque::new();

@@ -52,6 +52,16 @@ pub fn stage(
         .mode(0o700)
         .create(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
+    // The key directory is a mount of its own, so that one lazy unmount takes every staging
+    // mount below it away at once (each unmount costs the kernel an RCU grace period).
+    mount(
+        Some(&dir),
+        &dir,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting {} onto itself", dir.display()))?;
     let staged = mount_all(&dir, pins);
     if staged.is_err() {
         let _ = remove(&dir); // all or nothing
@@ -116,13 +126,18 @@ pub fn cleanup_prefix(base: &Path, prefix: &str) -> Result<()> {
 }
 
 fn remove(dir: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
+    if !dir.exists() {
+        return Ok(());
+    }
+    // Detaches the key directory's own mount and every staging mount below it at once.
+    match umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) | Err(Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {}", dir.display())),
+    }
+    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
     for entry in entries {
         let path = entry?.path();
+        // Only left if something was mounted here without the key directory's own mount.
         match umount2(&path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
             Err(e) => return Err(e).with_context(|| format!("unmounting {}", path.display())),

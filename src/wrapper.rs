@@ -185,9 +185,9 @@ pub fn main() -> i32 {
         match prepare_bundle(&config, &inv) {
             Err(e) => return fail(&inv, sink, &e),
             // Staging mounts are needed only while runc mounts: run it as a child, then
-            // take them away, whatever the outcome.
-            Ok(true) => return run_then_cleanup(&runtime, &args, &config, &id),
-            Ok(false) => {}
+            // take them away and put config.json back as it was, whatever the outcome.
+            Ok(Some(original)) => return run_then_cleanup(&runtime, &args, &config, &id, original),
+            Ok(None) => {}
         }
         drop(span);
     } else if inv.command.as_deref() == Some("delete") {
@@ -217,10 +217,16 @@ fn config_path_hint() -> String {
     std::env::var(ENV_PATH).unwrap_or_else(|_| crate::config::DEFAULT_PATH.into())
 }
 
+/// config.json as the engine wrote it, to put back once the runtime has read the pinned one.
+struct Original {
+    bundle: PathBuf,
+    doc: serde_json::Value,
+}
+
 /// Prepares the bundle's sources and, when a source must point elsewhere, replaces
-/// config.json (atomically, in the bundle) with the edited document. `true` when sources
+/// config.json (atomically, in the bundle) with the edited document. `Some` when sources
 /// were pinned under the container's staging directory.
-fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<bool> {
+fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>> {
     let bundle = match &inv.bundle {
         Some(b) => b.clone(),
         None => std::env::current_dir().context("working directory")?,
@@ -241,7 +247,11 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<bool> {
         }
         return Err(e);
     }
-    Ok(config.pin_sources && staging::check_key(id).is_ok() && staged.exists())
+    let pinned = config.pin_sources && staging::check_key(id).is_ok() && staged.exists();
+    Ok(pinned.then_some(Original {
+        bundle,
+        doc: before,
+    }))
 }
 
 /// The child runtime, for the signal handler.
@@ -258,7 +268,13 @@ extern "C" fn forward(sig: c_int) {
 /// Runs the runtime as a child with the argv unchanged (stdio and every inherited
 /// descriptor pass through), forwards signals to it, takes the staging mounts away once it
 /// exits, and exits as it did.
-fn run_then_cleanup(runtime: &Path, args: &[OsString], config: &Config, id: &str) -> i32 {
+fn run_then_cleanup(
+    runtime: &Path,
+    args: &[OsString],
+    config: &Config,
+    id: &str,
+    original: Original,
+) -> i32 {
     const FORWARDED: [Signal; 7] = [
         Signal::SIGTERM,
         Signal::SIGINT,
@@ -287,6 +303,10 @@ fn run_then_cleanup(runtime: &Path, args: &[OsString], config: &Config, id: &str
         });
     if let Err(e) = staging::cleanup(&config.staging_dir, id) {
         tracing::error!("taking staging mounts away: {e:#}");
+    }
+    // The staging paths are gone: a later create from this bundle starts from the original.
+    if let Err(e) = write_config(&original.bundle, &original.doc) {
+        tracing::error!("putting config.json back: {e:#}");
     }
     match status {
         Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
@@ -326,7 +346,7 @@ fn write_config(bundle: &Path, doc: &serde_json::Value) -> Result<()> {
             .open(&tmp)?;
         serde_json::to_writer(&mut f, doc)?;
         f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        f.sync_all()?;
+        // No fsync: the bundle lives as long as the container does, and a crash ends both.
         std::fs::rename(&tmp, &path)?;
         Ok(())
     };

@@ -11,8 +11,6 @@ use common::*;
 use daemons::Daemons;
 use serde_json::json;
 
-const WRAPPER: &str = env!("CARGO_BIN_EXE_oci-volume-runtime");
-
 fn engines(test: &str, names: &[&str]) -> Option<Vec<std::path::PathBuf>> {
     names.iter().map(|n| engine(test, n)).collect()
 }
@@ -51,7 +49,7 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     let d = Daemons::start(
         &f.path().join("d"),
         &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
-        Some(json!({"runtimes": {"ovh": {"path": WRAPPER}}, "userns-remap": "default"})),
+        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
         [
             bins[0].clone(),
             bins[1].clone(),
@@ -213,7 +211,7 @@ fn containerd_with_the_wrapper_as_runc_binary() {
         "{}",
         text(&o)
     );
-    let o = run("ovh-wrapped", WRAPPER);
+    let o = run("ovh-wrapped", wrapper_bin());
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "file-mounted\n");
     assert!(is_file(&src));

@@ -62,7 +62,7 @@ fn hooks_dir(f: &Fixture) -> PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     let hook = json!({
         "version": "1.0.0",
-        "hook": {"path": HOOK, "args": ["oci-volume-hook", "--config", f.config_path(), "precreate"]},
+        "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), "precreate"]},
         "when": {"always": true},
         "stages": ["precreate"]
     });
@@ -73,7 +73,7 @@ fn hooks_dir(f: &Fixture) -> PathBuf {
     .unwrap();
     let cleanup = json!({
         "version": "1.0.0",
-        "hook": {"path": HOOK, "args": ["oci-volume-hook", "--config", f.config_path(), "cleanup"]},
+        "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), "cleanup"]},
         "when": {"always": true},
         "stages": ["poststop"]
     });

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 fn precreate_bundle(f: &Fixture, bundle: &Path) {
     let doc = std::fs::read(bundle.join("config.json")).unwrap();
     // The working directory is the bundle, so the relative root.path resolves as runc will.
-    let mut cmd = std::process::Command::new(HOOK);
+    let mut cmd = std::process::Command::new(hook_bin());
     cmd.arg("--config")
         .arg(f.config_path())
         .arg("precreate")
@@ -117,7 +117,7 @@ fn remapped_root_writes_a_platform_made_volume_once_the_hook_ran() {
 
     // As a standard OCI hook at createRuntime: runc has mounted, the owner can still change.
     doc["hooks"] = json!({"createRuntime": [{
-        "path": HOOK,
+        "path": hook_bin(),
         "args": ["oci-volume-hook", "--config", f.config_path(), "hook"]
     }]});
     write_config_json(&b, &doc);

@@ -291,7 +291,7 @@ fn cases() -> Vec<Case> {
 /// Runs precreate, killing it if it blocks (as it would, had it opened a FIFO).
 fn precreate(f: &Fixture, doc: &Value) -> std::process::Output {
     use std::io::Write;
-    let mut child = Command::new(HOOK)
+    let mut child = Command::new(hook_bin())
         .args(["--config", f.config_path().to_str().unwrap(), "precreate"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -356,14 +356,15 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
                         .as_str()
                         .unwrap(),
                 );
-                // The staging mount holds an inode that must lie inside the tenant's tree.
-                let src = find_inode(&c.tenant, inode(&staged)).unwrap_or(staged.clone());
+                // A staging mount must hold an inode of the tenant's tree; an unpinned
+                // source must be a path in it.
+                let src = if staged.starts_with(c.f.staging()) {
+                    find_inode(&c.tenant, inode(&staged)).unwrap_or(staged.clone())
+                } else {
+                    staged.clone()
+                };
                 let ok_type = if dir { is_dir(&src) } else { is_file(&src) };
-                if !staged.starts_with(c.f.staging())
-                    || !src.starts_with(&c.tenant)
-                    || !ok_type
-                    || owner_of(&src) != (100000, 100000)
-                {
+                if !src.starts_with(&c.tenant) || !ok_type || owner_of(&src) != (100000, 100000) {
                     failures.push(format!(
                         "{}: source {} inside={} type_ok={ok_type} owner={:?}",
                         case.name,

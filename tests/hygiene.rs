@@ -8,8 +8,6 @@ use std::process::{Command, Stdio};
 
 use common::*;
 
-const WRAPPER: &str = env!("CARGO_BIN_EXE_oci-volume-runtime");
-
 /// Descriptors that another test of this binary has open while it spawns a process are
 /// inherited, for a moment, by processes this one spawns: one test at a time here.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -47,7 +45,7 @@ fn nothing_the_wrapper_opened_leaks_into_the_runtime() {
 
     // Pass-through (exec).
     let through = fds_of(
-        Command::new(WRAPPER)
+        Command::new(wrapper_bin())
             .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
             .arg("--version"),
     );
@@ -66,7 +64,7 @@ fn nothing_the_wrapper_opened_leaks_into_the_runtime() {
         ),
     );
     let created = fds_of(
-        Command::new(WRAPPER)
+        Command::new(wrapper_bin())
             .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
             .args(["create", "--bundle", b.to_str().unwrap(), "fd-test"]),
     );
@@ -94,7 +92,7 @@ fn without_the_capabilities_it_needs_it_says_so_and_changes_nothing() {
     // uid 0 with every capability dropped, as a root process confined by its engine.
     let mut cmd = Command::new(setpriv);
     cmd.args(["--bounding-set=-all", "--inh-caps=-all", "--"])
-        .arg(HOOK)
+        .arg(hook_bin())
         .arg("--config")
         .arg(f.config_path())
         .arg("precreate");

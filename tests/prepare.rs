@@ -267,13 +267,16 @@ fn sources_through_symlinks_are_rewritten_to_the_path_inside_the_chroot() {
         ],
         None,
     );
-    // Pinned (the default): the staging mounts hold the releases' inodes.
+    // Where the tenant owns a directory on the way (here `releases`), it could swap it for a
+    // link after the check: the runtime gets staging mounts holding the checked inodes.
+    std::os::unix::fs::chown(t.join("releases"), Some(1000), Some(1000)).unwrap();
     let pinned = pinned_sources(&output_doc(&precreate(&f, &doc)), &doc, &f.staging());
     assert_eq!(pinned.len(), 2);
     assert_eq!(inode(&pinned[0].1), inode(&t.join("releases/v2/data")));
     assert_eq!(inode(&pinned[1].1), inode(&t.join("releases/v1/data")));
-    // Not pinned: the path resolved inside the chroot.
-    f.write_config("pin_sources = false");
+    // Where only root can change the directories on the way (or with pin_sources = false),
+    // the path resolved inside the chroot is what the runtime gets.
+    std::os::unix::fs::chown(t.join("releases"), Some(0), Some(0)).unwrap();
     let out = output_doc(&precreate(&f, &doc));
     let n = doc["mounts"].as_array().unwrap().len();
     assert_eq!(
@@ -436,7 +439,7 @@ fn bad_input_gets_one_clear_line_and_changes_nothing() {
         &["unknown field", "owners", "config.toml"],
     );
     // An explicitly named configuration that does not exist is an error too.
-    let o = std::process::Command::new(HOOK)
+    let o = std::process::Command::new(hook_bin())
         .args(["--config", "/nonexistent/c.toml", "precreate"])
         .output()
         .unwrap();

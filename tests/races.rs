@@ -80,6 +80,9 @@ fn scene() -> Scene {
     std::fs::create_dir_all(tenant.join("data")).unwrap();
     std::fs::write(tenant.join("data/file"), "tenant data\n").unwrap();
     symlink(&host, tenant.join("swap")).unwrap();
+    // The tenant (its containers' root, host uid 100000) owns its chroot: it can rename
+    // entries there, which is what the race needs.
+    std::os::unix::fs::chown(&tenant, Some(100000), Some(100000)).unwrap();
     Scene { f, tenant, host }
 }
 
@@ -171,7 +174,7 @@ fn swapping_between_the_check_and_the_runtimes_mount() {
     );
     let prepare = |pin: bool| {
         s.f.write_config(if pin { "" } else { "pin_sources = false" });
-        let mut cmd = std::process::Command::new(HOOK);
+        let mut cmd = std::process::Command::new(hook_bin());
         cmd.arg("--config")
             .arg(s.f.config_path())
             .arg("precreate")

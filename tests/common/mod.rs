@@ -9,7 +9,24 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-pub const HOOK: &str = env!("CARGO_BIN_EXE_oci-volume-hook");
+/// The binaries under test: cargo's, or the installed ones when OCI_VOLUME_HOOK_BIN_DIR says
+/// where (tests/package.sh runs the end-to-end tests against the installed package so).
+pub fn hook_bin() -> &'static str {
+    installed("oci-volume-hook").unwrap_or(env!("CARGO_BIN_EXE_oci-volume-hook"))
+}
+
+pub fn wrapper_bin() -> &'static str {
+    installed("oci-volume-runtime").unwrap_or(env!("CARGO_BIN_EXE_oci-volume-runtime"))
+}
+
+fn installed(name: &str) -> Option<&'static str> {
+    let dir = std::env::var_os("OCI_VOLUME_HOOK_BIN_DIR")?;
+    let p = Path::new(&dir).join(name);
+    assert!(p.exists(), "{} is not installed", p.display());
+    Some(Box::leak(
+        p.into_os_string().into_string().ok()?.into_boxed_str(),
+    ))
+}
 
 /// Whether a missing engine or missing root must fail the test instead of skipping it.
 pub fn required() -> bool {
@@ -125,7 +142,7 @@ impl Fixture {
     /// Runs the hook binary with this fixture's config.
     pub fn hook(&self, args: &[&str], stdin: &[u8]) -> Output {
         run_with_stdin(
-            Command::new(HOOK)
+            Command::new(hook_bin())
                 .arg("--config")
                 .arg(self.config_path())
                 .args(args),

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo (Rust >= 1.85) is needed: install it with rustup" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root: the tests chown, mount and start engines" >&2; exit 1; }
 
-packages=(runc podman busybox-static docker.io containerd jq)
+packages=(runc podman busybox-static docker.io containerd jq rpm man-db)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,9 @@ export OCI_VOLUME_HOOK_REQUIRE_E2E=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
+
+# The packages: built, compared, installed, tested against real engines, purged.
+bash tests/package.sh 2>&1 | tee -a "$log"
 
 # Fuzzing, bounded: kept regression inputs, then FUZZ_SECONDS per target (0 skips it).
 if [ "${FUZZ_SECONDS:-10}" != 0 ]; then

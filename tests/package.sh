@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Builds the .deb and the .rpm, checks they hold the same files, installs the .deb, runs the
+# package tests and the end-to-end suite against the installed binaries, purges the package
+# and checks that nothing is left. Debian, as root; called by tests/run.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
+command -v cargo-generate-rpm >/dev/null || cargo install --locked --quiet cargo-generate-rpm
+command -v rpm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null
+
+out=target/package
+rm -rf "$out"
+cargo build --locked --release --bins
+deb=$(cargo deb --no-build --output "$out/" | tail -n 1)
+cargo generate-rpm --output "$out/"
+rpm=$(ls "$out"/*.rpm)
+
+# The same files in both (cargo-deb compresses man pages).
+deb_files=$(dpkg-deb -c "$deb" | awk '{print $6}' | grep -v '/$' | sed -e 's|^\./|/|' -e 's|\.gz$||' | sort)
+rpm_files=$(rpm -qlp "$rpm" | sort)
+if [ "$deb_files" != "$rpm_files" ]; then
+  diff <(echo "$deb_files") <(echo "$rpm_files") || true
+  echo "package.sh: the .deb and the .rpm hold different files" >&2
+  exit 1
+fi
+echo "package.sh: .deb and .rpm hold the same $(echo "$deb_files" | wc -l) files"
+
+dpkg --purge oci-volume-hook >/dev/null 2>&1 || true
+dpkg -i "$deb"
+trap 'dpkg --purge oci-volume-hook >/dev/null 2>&1 || true' EXIT
+export OCI_VOLUME_HOOK_REQUIRE_E2E=1
+cargo test --locked --test package -- --ignored --test-threads=1
+OCI_VOLUME_HOOK_BIN_DIR=/usr/bin cargo test --locked --test e2e_runc --test e2e_podman --test e2e_docker --test wrapper -- --test-threads=1
+
+dpkg --purge oci-volume-hook
+trap - EXIT
+left=""
+for f in $(dpkg-deb -c "$deb" | awk '{print $6}' | sed 's|^\./|/|'); do
+  case "$f" in
+    /usr/|/usr/share/|/usr/share/doc/|/usr/share/man/|/usr/share/man/man1/|/usr/share/man/man5/|/usr/bin/|/etc/|/etc/containers/) ;;
+    *) [ ! -e "$f" ] || left="$left $f" ;;
+  esac
+done
+[ ! -e /run/oci-volume-hook ] || left="$left /run/oci-volume-hook"
+if [ -n "$left" ]; then
+  echo "package.sh: left after purge:$left" >&2
+  exit 1
+fi
+echo "package.sh: purged, nothing left"

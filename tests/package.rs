@@ -37,8 +37,14 @@ impl Drop for SystemConfig {
 }
 
 fn installed() -> bool {
-    let ok = Command::new("dpkg").args(["-s", "oci-volume-hook"]).output().is_ok_and(|o| o.status.success());
-    assert!(ok, "run through tests/package.sh, which installs the package first");
+    let ok = Command::new("dpkg")
+        .args(["-s", "oci-volume-hook"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "run through tests/package.sh, which installs the package first"
+    );
     ok
 }
 
@@ -63,10 +69,28 @@ fn the_package_puts_each_file_where_it_belongs() {
     }
     // The shipped configuration is all defaults, every key commented.
     let text = std::fs::read_to_string(CONFIG).unwrap();
-    let active: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && !l.starts_with('[')).collect();
+    let active: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#') && !l.starts_with('['))
+        .collect();
     assert!(active.is_empty(), "{active:?}");
-    for key in ["chroots", "owner", "ownership", "seed_from_host", "allow_annotations", "pin_sources", "staging_dir", "runtime", "level", "target", "file"] {
-        assert!(text.contains(&format!("#{key} =")), "{key} is not documented in the shipped config");
+    for key in [
+        "chroots",
+        "owner",
+        "ownership",
+        "seed_from_host",
+        "allow_annotations",
+        "pin_sources",
+        "staging_dir",
+        "runtime",
+        "level",
+        "target",
+        "file",
+    ] {
+        assert!(
+            text.contains(&format!("#{key} =")),
+            "{key} is not documented in the shipped config"
+        );
     }
     // Valid hook registrations, and none where CRI-O reads.
     for f in std::fs::read_dir("/usr/share/oci-volume-hook/hooks.d").unwrap() {
@@ -74,10 +98,17 @@ fn the_package_puts_each_file_where_it_belongs() {
         assert_eq!(v["version"], "1.0.0");
         assert!(Path::new(v["hook"]["path"].as_str().unwrap()).exists());
     }
-    let listed = Command::new("dpkg").args(["-L", "oci-volume-hook"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&listed.stdout).contains("/usr/share/containers/oci/hooks.d/"));
+    let listed = Command::new("dpkg")
+        .args(["-L", "oci-volume-hook"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("/usr/share/containers/oci/hooks.d/")
+    );
     // The man pages render.
-    let man = Command::new("man").args(["-P", "cat", "5", "oci-volume-hook.toml"]).output();
+    let man = Command::new("man")
+        .args(["-P", "cat", "5", "oci-volume-hook.toml"])
+        .output();
     if let Ok(o) = man {
         if o.status.success() {
             assert!(String::from_utf8_lossy(&o.stdout).contains("seed_from_host"));
@@ -90,7 +121,9 @@ fn the_package_puts_each_file_where_it_belongs() {
 fn podman_gets_prepared_volumes_through_the_package_registration() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     installed();
-    let Some(podman) = engine("package_podman", "podman") else { return };
+    let Some(podman) = engine("package_podman", "podman") else {
+        return;
+    };
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
@@ -101,14 +134,47 @@ fn podman_gets_prepared_volumes_through_the_package_registration() {
     // Private storage and state, but podman's own configuration: no --hooks-dir.
     let volume = format!("{}:/etc/localtime", t.join("etc/localtime").display());
     let o = Command::new(podman)
-        .arg("--root").arg(p.join("podman/root"))
-        .arg("--runroot").arg(p.join("podman/run"))
-        .arg("--tmpdir").arg(p.join("podman/tmp"))
-        .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file", "--runtime", "runc"])
-        .args(["run", "--rm", "--network", "none", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"])
-        .args(["--uidmap", "0:200000:65536", "--gidmap", "0:200000:65536", "-v", &volume])
-        .arg("--rootfs").arg(&rootfs)
-        .args(["/bin/sh", "-c", "test -f /etc/localtime && echo file-mounted"])
+        .arg("--root")
+        .arg(p.join("podman/root"))
+        .arg("--runroot")
+        .arg(p.join("podman/run"))
+        .arg("--tmpdir")
+        .arg(p.join("podman/tmp"))
+        .args([
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+            "--runtime",
+            "runc",
+        ])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--ulimit",
+            "nofile=1024:1024",
+            "--ulimit",
+            "nproc=1024:1024",
+        ])
+        .args([
+            "--uidmap",
+            "0:200000:65536",
+            "--gidmap",
+            "0:200000:65536",
+            "-v",
+            &volume,
+        ])
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .args([
+            "/bin/sh",
+            "-c",
+            "test -f /etc/localtime && echo file-mounted",
+        ])
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -116,7 +182,11 @@ fn podman_gets_prepared_volumes_through_the_package_registration() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "file-mounted\n");
     assert!(is_file(&t.join("etc/localtime")));
     assert_eq!(owner_of(&t.join("etc/localtime")), (200000, 200000));
-    assert_eq!(f.staging_left(), (vec![], vec![]), "the package's poststop hook took staging away");
+    assert_eq!(
+        f.staging_left(),
+        (vec![], vec![]),
+        "the package's poststop hook took staging away"
+    );
 }
 
 #[test]
@@ -124,7 +194,11 @@ fn podman_gets_prepared_volumes_through_the_package_registration() {
 fn docker_gets_prepared_volumes_through_configure_docker() {
     let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     installed();
-    let Some(bins) = ["containerd", "dockerd", "docker", "ctr"].iter().map(|n| engine("package_docker", n)).collect::<Option<Vec<PathBuf>>>() else {
+    let Some(bins) = ["containerd", "dockerd", "docker", "ctr"]
+        .iter()
+        .map(|n| engine("package_docker", n))
+        .collect::<Option<Vec<PathBuf>>>()
+    else {
         return;
     };
     let f = Fixture::new();
@@ -134,24 +208,61 @@ fn docker_gets_prepared_volumes_through_configure_docker() {
     // The operator's daemon.json, with keys of its own.
     let dj = f.path().join("daemon.json");
     std::fs::write(&dj, r#"{"userns-remap": "default", "log-level": "warn"}"#).unwrap();
-    let o = Command::new("/usr/bin/oci-volume-hook").args(["configure", "docker", "--path", dj.to_str().unwrap()]).output().unwrap();
+    let o = Command::new("/usr/bin/oci-volume-hook")
+        .args(["configure", "docker", "--path", dj.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("restart dockerd"));
     let daemon_json: Value = serde_json::from_slice(&std::fs::read(&dj).unwrap()).unwrap();
     assert_eq!(daemon_json["log-level"], "warn");
-    let d = daemons::Daemons::start(&f.path().join("d"), &[], Some(daemon_json), [bins[0].clone(), bins[1].clone(), bins[2].clone(), bins[3].clone()]);
+    let d = daemons::Daemons::start(
+        &f.path().join("d"),
+        &[],
+        Some(daemon_json),
+        [
+            bins[0].clone(),
+            bins[1].clone(),
+            bins[2].clone(),
+            bins[3].clone(),
+        ],
+    );
     d.import(&rootfs, "ovh-test:latest");
     let lt = t.join("etc/localtime");
     let v = format!("{}:/etc/localtime", lt.display());
-    let o = d.docker(&["run", "--rm", "--network", "none", "--runtime", "oci-volume", "-v", &v, "ovh-test:latest", "/bin/sh", "-c", "test -f /etc/localtime && echo file-mounted"]);
+    let o = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "oci-volume",
+        "-v",
+        &v,
+        "ovh-test:latest",
+        "/bin/sh",
+        "-c",
+        "test -f /etc/localtime && echo file-mounted",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "file-mounted\n");
     assert!(is_file(&lt));
-    assert_eq!(json!(owner_of(&lt).0 >= 100000), json!(true), "owned by the remapped root");
+    assert_eq!(
+        json!(owner_of(&lt).0 >= 100000),
+        json!(true),
+        "owned by the remapped root"
+    );
 }
 
 fn chown_tree(p: &Path, id: u32) {
-    nix::unistd::fchownat(nix::fcntl::AT_FDCWD, p, Some(id.into()), Some(id.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        Some(id.into()),
+        Some(id.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
     if std::fs::symlink_metadata(p).unwrap().is_dir() {
         for e in std::fs::read_dir(p).unwrap() {
             chown_tree(&e.unwrap().path(), id);

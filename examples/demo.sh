@@ -18,7 +18,12 @@ bin=$PWD/target/release
 
 D=$(mktemp -d /var/tmp/oci-volume-hook-demo.XXXXXX)
 chmod 755 "$D"
-trap 'rm -rf "$D"' EXIT
+cleanup() {
+  # Staging mounts live under $D too (staging_dir below): take them away first.
+  awk -v d="$D" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l
+  rm -rf "$D"
+}
+trap cleanup EXIT
 tenant=$D/containerdata/user-toto
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
@@ -37,6 +42,7 @@ cat >"$D/config.toml" <<TOML
 chroots = ["$D/containerdata/*"]
 owner = "container-root"
 runtime = "runc"
+staging_dir = "$D/staging"
 [log]
 target = "stderr"
 level = "info"

@@ -327,11 +327,7 @@ pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write
 }
 
 fn describe(p: &MountPlan) -> String {
-    let action = serde_json::to_value(p.action)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default();
-    let mut line = format!("{:<12} {}", action, p.destination.display());
+    let mut line = format!("{:<12} {}", name_of(&p.action), p.destination.display());
     if let Some(s) = &p.source {
         line += &format!(" <- {}", s.display());
     }
@@ -342,20 +338,25 @@ fn describe(p: &MountPlan) -> String {
     if let Some(c) = &p.chroot {
         facts.push(format!("chroot {}", c.display()));
     }
-    if let Some(w) = p.wanted {
-        facts.push(format!(
-            "image wants {}",
-            serde_json::to_value(w)
-                .ok()
-                .and_then(|v| v.as_str().map(String::from))
-                .unwrap_or_default()
-        ));
+    if let Some(w) = &p.wanted {
+        facts.push(format!("image wants {}", name_of(w)));
     }
     if let Some(o) = p.owner {
         facts.push(format!("owner {}:{}", o.uid, o.gid));
+    }
+    if let Some(o) = &p.ownership {
+        facts.push(format!("ownership {}", name_of(o)));
     }
     if !facts.is_empty() {
         line += &format!(" [{}]", facts.join(", "));
     }
     line + ": " + &p.reason
+}
+
+/// The name a value has in the JSON output (`create-file`, `recursive-on-mismatch`...).
+fn name_of(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }

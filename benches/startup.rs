@@ -11,6 +11,8 @@
 //! `--bench` (as under `cargo test --all-targets`) it makes a few runs of each, to prove the
 //! benchmark works, and checks no goal.
 
+mod common;
+use common::unmount_below;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -304,18 +306,4 @@ fn spec(mounts: Vec<Value>) -> Value {
         "mounts": all,
         "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}, {"type": "ipc"}, {"type": "uts"}, {"type": "network"}]}
     })
-}
-
-/// Takes away the staging mounts the runs left below `dir`.
-fn unmount_below(dir: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for p in points {
-        let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
-    }
 }

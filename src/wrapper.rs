@@ -66,34 +66,47 @@ fn flag(arg: &OsStr) -> Option<(&str, Option<&OsStr>)> {
     Some((std::str::from_utf8(name).ok()?, value))
 }
 
-/// Reads runc's argv (without argv[0]) the way runc's flag parser does: flags up to the
-/// first positional argument or `--`.
-pub fn parse(args: &[OsString]) -> Invocation {
-    let mut inv = Invocation::default();
-    let mut i = 0;
+/// Reads flags from `args[start..]` up to the first positional argument or `--`, calling
+/// `value` for each flag in `with_value` (which takes `--f v` or `--f=v`); returns the index
+/// of the first positional argument.
+fn scan_flags(
+    args: &[OsString],
+    start: usize,
+    with_value: &[&str],
+    mut value: impl FnMut(&str, Option<OsString>),
+) -> usize {
+    let mut i = start;
     while i < args.len() {
-        let a = &args[i];
-        if a == "--" {
-            i += 1;
-            break;
+        if args[i] == "--" {
+            return i + 1;
         }
-        let Some((name, inline)) = flag(a) else { break };
-        if GLOBAL_VALUE_FLAGS.contains(&name) {
-            let value = match inline {
+        let Some((name, inline)) = flag(&args[i]) else {
+            break;
+        };
+        if with_value.contains(&name) {
+            let v = match inline {
                 Some(v) => Some(v.to_os_string()),
                 None => {
                     i += 1;
                     args.get(i).cloned()
                 }
             };
-            match name {
-                "log" => inv.log = value.map(PathBuf::from),
-                "log-format" => inv.log_format = value.map(|v| v.to_string_lossy().into_owned()),
-                _ => {}
-            }
+            value(name, v);
         }
         i += 1;
     }
+    i
+}
+
+/// Reads runc's argv (without argv[0]) the way runc's flag parser does: flags up to the
+/// first positional argument or `--`, for the global flags and then the subcommand's.
+pub fn parse(args: &[OsString]) -> Invocation {
+    let mut inv = Invocation::default();
+    let i = scan_flags(args, 0, GLOBAL_VALUE_FLAGS, |name, v| match name {
+        "log" => inv.log = v.map(PathBuf::from),
+        "log-format" => inv.log_format = v.map(|v| v.to_string_lossy().into_owned()),
+        _ => {}
+    });
     let Some(command) = args.get(i) else {
         return inv;
     };
@@ -101,28 +114,14 @@ pub fn parse(args: &[OsString]) -> Invocation {
     if !inv.takes_id() {
         return inv;
     }
-    let mut j = i + 1;
-    while j < args.len() {
-        let a = &args[j];
-        if a == "--" {
-            j += 1;
-            break;
+    let prepares = inv.prepares();
+    let mut bundle = None;
+    let j = scan_flags(args, i + 1, CREATE_VALUE_FLAGS, |name, v| {
+        if matches!(name, "bundle" | "b") && prepares {
+            bundle = v.map(PathBuf::from);
         }
-        let Some((name, inline)) = flag(a) else { break };
-        if CREATE_VALUE_FLAGS.contains(&name) {
-            let value = match inline {
-                Some(v) => Some(v.to_os_string()),
-                None => {
-                    j += 1;
-                    args.get(j).cloned()
-                }
-            };
-            if matches!(name, "bundle" | "b") && inv.prepares() {
-                inv.bundle = value.map(PathBuf::from);
-            }
-        }
-        j += 1;
-    }
+    });
+    inv.bundle = bundle;
     inv.id = args.get(j).map(|s| s.to_string_lossy().into_owned());
     inv
 }

@@ -41,22 +41,6 @@ fn podman(bin: &Path, f: &Fixture, hooks_dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn chown_tree(p: &Path, id: u32) {
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        Some(id.into()),
-        Some(id.into()),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-    if std::fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in std::fs::read_dir(p).unwrap() {
-            chown_tree(&e.unwrap().path(), id);
-        }
-    }
-}
-
 fn hooks_dir(f: &Fixture) -> PathBuf {
     let d = f.path().join("hooks.d");
     std::fs::create_dir_all(&d).unwrap();

@@ -253,19 +253,3 @@ fn docker_gets_prepared_volumes_through_configure_docker() {
         "owned by the remapped root"
     );
 }
-
-fn chown_tree(p: &Path, id: u32) {
-    nix::unistd::fchownat(
-        nix::fcntl::AT_FDCWD,
-        p,
-        Some(id.into()),
-        Some(id.into()),
-        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-    )
-    .unwrap();
-    if std::fs::symlink_metadata(p).unwrap().is_dir() {
-        for e in std::fs::read_dir(p).unwrap() {
-            chown_tree(&e.unwrap().path(), id);
-        }
-    }
-}

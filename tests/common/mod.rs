@@ -452,3 +452,21 @@ pub fn pinned_sources(out: &Value, doc: &Value, staging: &Path) -> Vec<(usize, P
     );
     moved
 }
+
+/// chown -h -R, as the tests need it (podman's --uidmap with --rootfs wants the rootfs owned
+/// by the mapped root).
+pub fn chown_tree(p: &Path, id: u32) {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        p,
+        Some(id.into()),
+        Some(id.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    if std::fs::symlink_metadata(p).unwrap().is_dir() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), id);
+        }
+    }
+}

@@ -60,7 +60,7 @@ pub fn init(log: &Log, bin: &'static str) -> Sink {
                 bin,
             ),
         },
-        LogTarget::Syslog => match Syslog::connect(bin) {
+        LogTarget::Syslog => match Syslog::connect(bin, Path::new(SYSLOG_SOCKET)) {
             Ok(writer) => {
                 let _ = registry
                     .with(
@@ -138,9 +138,9 @@ struct Syslog {
 }
 
 impl Syslog {
-    fn connect(bin: &str) -> io::Result<Syslog> {
+    fn connect(bin: &str, path: &Path) -> io::Result<Syslog> {
         let socket = UnixDatagram::unbound()?;
-        socket.connect(SYSLOG_SOCKET)?;
+        socket.connect(path)?;
         Ok(Syslog {
             socket,
             tag: format!("{bin}[{}]", std::process::id()),
@@ -199,5 +199,40 @@ impl<'a> MakeWriter<'a> for Syslog {
             priority: 8 + severity,
             buf: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syslog_lines_carry_priority_tag_and_message() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let syslog = Syslog::connect("oci-volume-hook", &path).unwrap();
+        let mut w = SyslogLine {
+            syslog: &syslog,
+            priority: 8 + 3,
+            buf: Vec::new(),
+        };
+        w.write_all(b"mount /x: refused\n").unwrap();
+        drop(w);
+        let mut buf = [0u8; 512];
+        let n = server.recv(&mut buf).unwrap();
+        let line = String::from_utf8_lossy(&buf[..n]);
+        assert_eq!(
+            line,
+            format!(
+                "<11>oci-volume-hook[{}]: mount /x: refused",
+                std::process::id()
+            )
+        );
+    }
+
+    #[test]
+    fn errors_are_folded_onto_one_line() {
+        assert_eq!(one_line("a\n  b\n\nc"), "a b c");
     }
 }

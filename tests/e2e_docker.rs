@@ -139,7 +139,33 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "v2");
 
-    // 5. A volume outside the chroots is untouched.
+    // 5. A volume below a directory the tenant owns (it could swap it for a link): the
+    // wrapper pins it, runs runc as a child for containerd's shim, and leaves nothing behind.
+    let owned = t.join("home");
+    std::fs::create_dir_all(owned.join("app")).unwrap();
+    std::fs::write(owned.join("app/hello"), "pinned\n").unwrap();
+    std::os::unix::fs::chown(&owned, Some(remapped), Some(remapped)).unwrap();
+    let o = run(
+        "ovh",
+        &owned.join("app"),
+        "/app",
+        "cat /app/hello && touch /app/written",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "pinned\n");
+    assert_eq!(owner_of(&owned.join("app/written")), (remapped, remapped));
+    assert!(
+        f.log().contains("pinned under"),
+        "the source was pinned: {}",
+        f.log()
+    );
+    assert_eq!(
+        f.staging_left(),
+        (vec![], vec![]),
+        "no staging survives a pinned docker run --rm"
+    );
+
+    // 6. A volume outside the chroots is untouched.
     let outside = f.path().join("outside/vol");
     std::fs::create_dir_all(&outside).unwrap();
     let before = snapshot(&f.path().join("outside"));

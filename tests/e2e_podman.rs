@@ -78,6 +78,9 @@ fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
+    // The tenant owns etc/: it could swap localtime for a link, so the source gets pinned
+    // (and the poststop hook must take the staging mount away).
+    std::os::unix::fs::chown(t.join("etc"), Some(200000), Some(200000)).unwrap();
     let rootfs = f.bundle("b").join("rootfs");
     chown_tree(&rootfs, 200000); // --uidmap with --rootfs wants the rootfs owned by mapped root
     let empty = f.path().join("no-hooks.d");
@@ -123,6 +126,11 @@ fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
     assert!(is_file(&t.join("etc/localtime")));
     assert_eq!(owner_of(&t.join("etc/localtime")), (200000, 200000));
     assert!(f.log().contains("created file"), "{}", f.log());
+    assert!(
+        f.log().contains("pinned under"),
+        "the source was pinned: {}",
+        f.log()
+    );
     assert_eq!(
         f.staging_left(),
         (vec![], vec![]),

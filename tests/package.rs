@@ -127,6 +127,9 @@ fn podman_gets_prepared_volumes_through_the_package_registration() {
     let f = Fixture::new();
     let t = f.tenant("user-toto");
     std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
+    // The tenant owns etc/: it could swap localtime for a link, so the source gets pinned
+    // (and the poststop hook must take the staging mount away).
+    std::os::unix::fs::chown(t.join("etc"), Some(200000), Some(200000)).unwrap();
     let rootfs = f.bundle("b").join("rootfs");
     chown_tree(&rootfs, 200000);
     let _config = SystemConfig::point_at(&f);

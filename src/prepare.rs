@@ -108,6 +108,8 @@ pub struct Preparer<'a> {
     /// The descriptor of each prepared source, by mount index: what was checked is what gets
     /// mounted (see `staging`).
     checked: HashMap<usize, Node>,
+    /// Whether a directory (chroot, path in it) could be changed by someone but root.
+    changeable: HashMap<(PathBuf, PathBuf), bool>,
 }
 
 impl<'a> Preparer<'a> {
@@ -119,6 +121,7 @@ impl<'a> Preparer<'a> {
             rootfs: None,
             chroots: HashMap::new(),
             checked: HashMap::new(),
+            changeable: HashMap::new(),
         }
     }
 
@@ -259,22 +262,41 @@ impl<'a> Preparer<'a> {
                 .flatten()
                 .map(|i| i.rel),
         };
-        let (Some(rel), Ok(root)) = (rel, self.chroot(chroot_path)) else {
+        let Some(parent) = rel.as_deref().and_then(Path::parent) else {
             return true;
         };
-        let Some(parent) = rel.parent() else {
-            return true;
-        };
-        let mut dir = PathBuf::new();
-        let mut steps = vec![PathBuf::new()];
-        for c in parent.components() {
-            dir.push(c);
-            steps.push(dir.clone());
+        // The chroot, then each directory below it; mounts share most of them.
+        let steps = std::iter::once(PathBuf::new()).chain(
+            parent
+                .ancestors()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .skip(1)
+                .map(Path::to_path_buf),
+        );
+        let chroot_path = chroot_path.clone();
+        for dir in steps {
+            let key = (chroot_path.clone(), dir);
+            let changeable = match self.changeable.get(&key) {
+                Some(c) => *c,
+                None => {
+                    let c = match self
+                        .chroot(&chroot_path)
+                        .ok()
+                        .and_then(|root| root.stat_plain(&key.1))
+                    {
+                        Some(st) => st.st_uid != 0 || st.st_mode & 0o022 != 0,
+                        None => true,
+                    };
+                    *self.changeable.entry(key).or_insert(c)
+                }
+            };
+            if changeable {
+                return true;
+            }
         }
-        steps.iter().any(|d| match root.stat_plain(d) {
-            Some(st) => st.st_uid != 0 || st.st_mode & 0o022 != 0,
-            None => true,
-        })
+        false
     }
 
     fn owner(&self, owner: config::Owner) -> Result<Owner> {

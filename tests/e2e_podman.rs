@@ -3,7 +3,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::*;
 use serde_json::json;
@@ -15,28 +15,11 @@ fn podman(bin: &Path, f: &Fixture, hooks_dir: &Path, args: &[&str]) -> Output {
     if !conf.exists() {
         std::fs::write(&conf, "").unwrap();
     }
-    Command::new(bin)
+    podman_command(bin, f)
         .env("CONTAINERS_CONF", &conf)
-        .arg("--root")
-        .arg(p.join("podman/root"))
-        .arg("--runroot")
-        .arg(p.join("podman/run"))
-        .arg("--tmpdir")
-        .arg(p.join("podman/tmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-            "--runtime",
-            "runc",
-        ])
         .arg("--hooks-dir")
         .arg(hooks_dir)
         .args(args)
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }
@@ -87,31 +70,12 @@ fn podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace() {
     std::fs::create_dir_all(&empty).unwrap();
     let volume = format!("{}:/etc/localtime", t.join("etc/localtime").display());
     let run = |hooks: &Path, script: &str| {
+        let args = podman_run_args(&volume, &rootfs, script);
         podman(
             &bin,
             &f,
             hooks,
-            &[
-                "run",
-                "--rm",
-                "--network",
-                "none",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-                "--uidmap",
-                "0:200000:65536",
-                "--gidmap",
-                "0:200000:65536",
-                "-v",
-                &volume,
-                "--rootfs",
-                rootfs.to_str().unwrap(),
-                "/bin/sh",
-                "-c",
-                script,
-            ],
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )
     };
 

@@ -8,7 +8,7 @@ mod common;
 mod daemons;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 
 use common::*;
@@ -133,52 +133,14 @@ fn podman_gets_prepared_volumes_through_the_package_registration() {
     let rootfs = f.bundle("b").join("rootfs");
     chown_tree(&rootfs, 200000);
     let _config = SystemConfig::point_at(&f);
-    let p = f.path();
     // Private storage and state, but podman's own configuration: no --hooks-dir.
     let volume = format!("{}:/etc/localtime", t.join("etc/localtime").display());
-    let o = Command::new(podman)
-        .arg("--root")
-        .arg(p.join("podman/root"))
-        .arg("--runroot")
-        .arg(p.join("podman/run"))
-        .arg("--tmpdir")
-        .arg(p.join("podman/tmp"))
-        .args([
-            "--storage-driver",
-            "vfs",
-            "--cgroup-manager",
-            "cgroupfs",
-            "--events-backend",
-            "file",
-            "--runtime",
-            "runc",
-        ])
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--ulimit",
-            "nofile=1024:1024",
-            "--ulimit",
-            "nproc=1024:1024",
-        ])
-        .args([
-            "--uidmap",
-            "0:200000:65536",
-            "--gidmap",
-            "0:200000:65536",
-            "-v",
+    let o = podman_command(&podman, &f)
+        .args(podman_run_args(
             &volume,
-        ])
-        .arg("--rootfs")
-        .arg(&rootfs)
-        .args([
-            "/bin/sh",
-            "-c",
+            &rootfs,
             "test -f /etc/localtime && echo file-mounted",
-        ])
-        .stdin(Stdio::null())
+        ))
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));

@@ -470,3 +470,53 @@ pub fn chown_tree(p: &Path, id: u32) {
         }
     }
 }
+
+/// podman with private storage, state and temp dirs below the fixture (its configuration is
+/// the machine's unless the caller says otherwise).
+pub fn podman_command(bin: &Path, f: &Fixture) -> Command {
+    let p = f.path();
+    let mut c = Command::new(bin);
+    c.arg("--root").arg(p.join("podman/root"));
+    c.arg("--runroot").arg(p.join("podman/run"));
+    c.arg("--tmpdir").arg(p.join("podman/tmp"));
+    c.args([
+        "--storage-driver",
+        "vfs",
+        "--cgroup-manager",
+        "cgroupfs",
+        "--events-backend",
+        "file",
+        "--runtime",
+        "runc",
+    ]);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// `podman run` of `script` in `rootfs` (owned by host uid 200000, container root's) with
+/// one volume, as the tests use it; the ulimits fit this host's hard limit.
+pub fn podman_run_args(volume: &str, rootfs: &Path, script: &str) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--ulimit",
+        "nproc=1024:1024",
+        "--uidmap",
+        "0:200000:65536",
+        "--gidmap",
+        "0:200000:65536",
+        "-v",
+        volume,
+        "--rootfs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.push(rootfs.to_string_lossy().into_owned());
+    a.extend(["/bin/sh", "-c", script].iter().map(|s| s.to_string()));
+    a
+}

@@ -33,23 +33,21 @@ fn dockremap_root() -> u32 {
     line.split(':').nth(1).unwrap().parse().unwrap()
 }
 
-#[test]
-fn docker_with_the_wrapper_gets_prepared_volumes() {
-    let Some(bins) = engines(
-        "docker",
-        &["containerd", "dockerd", "docker", "ctr", "runc"],
-    ) else {
-        return;
-    };
+/// The engines, a fixture whose config runs runc, and containerd (plus dockerd with
+/// `daemon_json`) whose environment points the wrapper at that config. Bound as
+/// `(bins, f, d)`, the daemons drop (stop) before the fixture is removed.
+fn setup(
+    test: &str,
+    daemon_json: Option<serde_json::Value>,
+) -> Option<(Vec<std::path::PathBuf>, Fixture, Daemons)> {
+    let bins = engines(test, &["containerd", "dockerd", "docker", "ctr", "runc"])?;
     let f = Fixture::new();
     f.write_config("runtime = \"runc\"");
-    let t = f.tenant("user-toto");
-    let rootfs = f.bundle("img").join("rootfs");
     let cfg = f.config_path();
     let d = Daemons::start(
         &f.path().join("d"),
         &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
-        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
+        daemon_json,
         [
             bins[0].clone(),
             bins[1].clone(),
@@ -57,6 +55,19 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
             bins[3].clone(),
         ],
     );
+    Some((bins, f, d))
+}
+
+#[test]
+fn docker_with_the_wrapper_gets_prepared_volumes() {
+    let Some((_, f, d)) = setup(
+        "docker",
+        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
+    ) else {
+        return;
+    };
+    let t = f.tenant("user-toto");
+    let rootfs = f.bundle("img").join("rootfs");
     d.import(&rootfs, "ovh-test:latest");
     let remapped = dockremap_root();
     let run = |runtime: &str, volume: &Path, dest: &str, script: &str| {
@@ -185,28 +196,11 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
 
 #[test]
 fn containerd_with_the_wrapper_as_runc_binary() {
-    let Some(bins) = engines(
-        "containerd",
-        &["containerd", "dockerd", "docker", "ctr", "runc"],
-    ) else {
+    let Some((bins, f, d)) = setup("containerd", None) else {
         return;
     };
-    let f = Fixture::new();
-    f.write_config("runtime = \"runc\"");
     let t = f.tenant("user-toto");
     let rootfs = f.bundle("img").join("rootfs");
-    let cfg = f.config_path();
-    let d = Daemons::start(
-        &f.path().join("d"),
-        &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
-        None,
-        [
-            bins[0].clone(),
-            bins[1].clone(),
-            bins[2].clone(),
-            bins[3].clone(),
-        ],
-    );
     let src = t.join("etc/localtime");
     let mount = format!(
         "type=bind,src={},dst=/etc/localtime,options=rbind:ro",

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::configure;
+use crate::install_node;
 use crate::logging::{self, Sink};
 use crate::prepare::{Action, Mode, MountPlan, Preparer};
 use crate::spec::{self, View};
@@ -43,8 +44,12 @@ enum Command {
     /// Registers the runtime wrapper with an engine.
     Configure {
         #[command(subcommand)]
-        engine: Engine,
+        engine: configure::Engine,
     },
+    /// Kubernetes node installer (a DaemonSet's entry point): installs the binaries and the
+    /// configuration on the host, registers the runtime handler, waits, and on SIGTERM
+    /// takes the registration away.
+    InstallNode(install_node::Args),
     /// Dry run: what would be done for each mount of a bundle, and why. Touches nothing.
     /// Exits 1 when a mount would be refused.
     Plan {
@@ -57,65 +62,13 @@ enum Command {
     },
 }
 
-#[derive(Subcommand, Debug)]
-enum Engine {
-    /// Adds the `oci-volume` runtime to dockerd's daemon.json, keeping every other key and
-    /// saving a backup; restart dockerd afterwards.
-    Docker {
-        /// Also make it dockerd's default runtime
-        #[arg(long)]
-        default: bool,
-        /// Take the runtime (and the default, if it is ours) away instead
-        #[arg(long)]
-        remove: bool,
-        /// daemon.json to edit
-        #[arg(long, value_name = "FILE", default_value = configure::DEFAULT_DAEMON_JSON)]
-        path: PathBuf,
-        /// The wrapper to register
-        #[arg(
-            long,
-            value_name = "PATH",
-            default_value = "/usr/bin/oci-volume-runtime"
-        )]
-        wrapper: PathBuf,
-    },
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Configure {
-        engine:
-            Engine::Docker {
-                default,
-                remove,
-                path,
-                wrapper,
-            },
-    }) = &cli.command
-    {
-        // Needs no configuration file: it edits dockerd's.
-        return match configure::docker(path, wrapper, *default, *remove) {
-            Ok(configure::Outcome::Unchanged) => {
-                println!("{}: already as asked; nothing changed", path.display());
-                ExitCode::SUCCESS
-            }
-            Ok(configure::Outcome::Written { backup }) => {
-                match backup {
-                    Some(b) => println!(
-                        "{} updated (previous version in {})",
-                        path.display(),
-                        b.display()
-                    ),
-                    None => println!("{} written", path.display()),
-                }
-                println!("restart dockerd for it to take effect: systemctl restart docker");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                logging::report_failure(Sink::Stderr, BIN, &e);
-                ExitCode::FAILURE
-            }
-        };
+    // These need no configuration file: they edit the engines' (and install-node writes ours).
+    match &cli.command {
+        Some(Command::Configure { engine }) => return configure::run(engine),
+        Some(Command::InstallNode(args)) => return install_node::main(args),
+        _ => {}
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
@@ -130,7 +83,7 @@ pub fn main() -> ExitCode {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
         Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
-        Command::Configure { .. } => unreachable!("handled above"),
+        Command::Configure { .. } | Command::InstallNode(_) => unreachable!("handled above"),
         Command::Plan { bundle, json } => {
             run_plan(&config, &bundle, json, &mut io::stdout().lock())
         }

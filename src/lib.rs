@@ -6,6 +6,7 @@ pub mod chroot;
 pub mod config;
 pub mod configure;
 pub mod hook;
+pub mod install_node;
 pub mod logging;
 pub mod ownership;
 pub mod prepare;

@@ -1,22 +1,14 @@
 //! `oci-volume-hook configure docker`: registers the runtime wrapper in dockerd's
 //! daemon.json, keeping every other key, with a backup, idempotently.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Map, Value, json};
 
-/// The runtime name operators pass to `docker run --runtime`.
-pub const RUNTIME_NAME: &str = "oci-volume";
-pub const DEFAULT_DAEMON_JSON: &str = "/etc/docker/daemon.json";
+use super::{Outcome, RUNTIME_NAME};
 
-#[derive(Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Nothing to change.
-    Unchanged,
-    /// Written; the previous content (if any) saved at the backup path.
-    Written { backup: Option<PathBuf> },
-}
+pub const DEFAULT_DAEMON_JSON: &str = "/etc/docker/daemon.json";
 
 /// Adds (or with `remove`, takes away) the `oci-volume` runtime running `wrapper`; with
 /// `default`, also makes it dockerd's `default-runtime`.
@@ -64,23 +56,9 @@ pub fn docker(path: &Path, wrapper: &Path, default: bool, remove: bool) -> Resul
     if *obj == before && original.is_some() {
         return Ok(Outcome::Unchanged);
     }
-    let backup = match &original {
-        Some(bytes) => {
-            let b = path.with_extension("json.oci-volume-hook.bak");
-            std::fs::write(&b, bytes)
-                .with_context(|| format!("writing the backup {}", b.display()))?;
-            Some(b)
-        }
-        None => None,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
     let mut text = serde_json::to_string_pretty(&doc)?;
     text.push('\n');
-    let tmp = path.with_extension("json.oci-volume-hook.tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    let backup = super::replace_file(path, &text, original.as_deref())?;
     Ok(Outcome::Written { backup })
 }
 

@@ -1,0 +1,123 @@
+//! The `configure` subcommands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::{Change, DEFAULT_WRAPPER, Outcome, RUNTIME_NAME, containerd, crio, describe};
+use crate::hook::BIN;
+use crate::logging::{self, Sink};
+
+#[derive(Subcommand, Debug)]
+pub enum Engine {
+    /// Adds the `oci-volume` runtime to dockerd's daemon.json, keeping every other key and
+    /// saving a backup; restart dockerd afterwards.
+    Docker {
+        /// Also make it dockerd's default runtime
+        #[arg(long)]
+        default: bool,
+        /// Take the runtime (and the default, if it is ours) away instead
+        #[arg(long)]
+        remove: bool,
+        /// daemon.json to edit
+        #[arg(long, value_name = "FILE", default_value = super::DEFAULT_DAEMON_JSON)]
+        path: PathBuf,
+        /// The wrapper to register
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_WRAPPER)]
+        wrapper: PathBuf,
+    },
+    /// Adds a CRI runtime handler (the RuntimeClass `handler`) running the wrapper to
+    /// containerd: config version 2 edited in place, version 3 through a drop-in in
+    /// `imports`; every other key and comment kept, a backup saved. Restart containerd.
+    Containerd {
+        #[command(flatten)]
+        common: CriArgs,
+        /// containerd's main configuration file
+        #[arg(long, value_name = "FILE", default_value = containerd::DEFAULT_PATH)]
+        path: PathBuf,
+    },
+    /// Adds a CRI-O runtime handler running the wrapper, in a drop-in. Restart CRI-O.
+    Crio {
+        #[command(flatten)]
+        common: CriArgs,
+        /// The drop-in to write
+        #[arg(long, value_name = "FILE", default_value = crio::DEFAULT_PATH)]
+        path: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CriArgs {
+    /// The wrapper to register (a path on the host)
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_WRAPPER)]
+    pub wrapper: PathBuf,
+    /// The handler's name
+    #[arg(long, value_name = "NAME", default_value = RUNTIME_NAME)]
+    pub name: String,
+    /// Take the handler away instead
+    #[arg(long)]
+    pub remove: bool,
+}
+
+pub fn run(engine: &Engine) -> ExitCode {
+    let result = match engine {
+        Engine::Docker {
+            default,
+            remove,
+            path,
+            wrapper,
+        } => super::docker(path, wrapper, *default, *remove).map(|o| match o {
+            Outcome::Unchanged => vec![],
+            Outcome::Written { backup } => vec![Change::Written {
+                path: path.clone(),
+                backup,
+            }],
+        }),
+        Engine::Containerd { common, path } => containerd::configure(&request(common, path)),
+        Engine::Crio { common, path } => crio::configure(&request(common, path)),
+    };
+    let (daemon, unit) = match engine {
+        Engine::Docker { .. } => ("dockerd", "docker"),
+        Engine::Containerd { .. } => ("containerd", "containerd"),
+        Engine::Crio { .. } => ("CRI-O", "crio"),
+    };
+    match result {
+        Ok(changes) if changes.is_empty() => {
+            println!(
+                "{}: already as asked; nothing changed",
+                main_path(engine).display()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(changes) => {
+            for line in describe(&changes) {
+                println!("{line}");
+            }
+            println!("restart {daemon} for it to take effect: systemctl restart {unit}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            logging::report_failure(Sink::Stderr, BIN, &e);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn request<'a>(common: &'a CriArgs, path: &'a Path) -> containerd::Request<'a> {
+    containerd::Request {
+        root: Path::new("/"),
+        path,
+        wrapper: &common.wrapper,
+        name: &common.name,
+        remove: common.remove,
+    }
+}
+
+fn main_path(engine: &Engine) -> &Path {
+    match engine {
+        Engine::Docker { path, .. }
+        | Engine::Containerd { path, .. }
+        | Engine::Crio { path, .. } => path,
+    }
+}

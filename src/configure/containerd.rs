@@ -1,0 +1,340 @@
+//! `configure containerd`: a CRI runtime handler whose runc is the wrapper.
+//!
+//! Config version 2 (containerd 1.6/1.7, plugin `io.containerd.grpc.v1.cri`) is edited in
+//! place: those versions merge an imported file per top-level plugin key, so a drop-in
+//! holding only the handler would replace the whole CRI section (containerd issue 5837).
+//! Version 3 (containerd 2.x, plugin `io.containerd.cri.v1.runtime`) merges plugin sections
+//! key by key: there the handler goes into a drop-in named in `imports`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow, bail};
+use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value, value};
+
+use super::{ANNOTATION_PREFIX, Change, MARK, read_optional, replace_file, toml_error, under};
+
+pub const DEFAULT_PATH: &str = "/etc/containerd/config.toml";
+const PLUGIN_V2: &str = "io.containerd.grpc.v1.cri";
+const PLUGIN_V3: &str = "io.containerd.cri.v1.runtime";
+const RUNC_SHIM: &str = "io.containerd.runc.v2";
+
+/// What to register, and where. Files are read and written at `root` + path; paths written
+/// into files are the host's.
+pub struct Request<'a> {
+    pub root: &'a Path,
+    pub path: &'a Path,
+    pub wrapper: &'a Path,
+    pub name: &'a str,
+    pub remove: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    V2,
+    V3,
+}
+
+impl Version {
+    fn plugin(self) -> &'static str {
+        match self {
+            Version::V2 => PLUGIN_V2,
+            Version::V3 => PLUGIN_V3,
+        }
+    }
+}
+
+/// Adds (or with `remove`, takes away) the handler. An empty result: nothing to change.
+pub fn configure(req: &Request) -> Result<Vec<Change>> {
+    check_name(req.name)?;
+    let file = under(req.root, req.path)?;
+    let original = read_optional(&file)?;
+    let mut doc: DocumentMut = original
+        .as_deref()
+        .unwrap_or("")
+        .parse()
+        .map_err(|e| toml_error(req.path, &e))?;
+    let version = version_of(&doc, req.path)?;
+    if version == Version::V2 && doc.get("version").is_none() && !req.remove {
+        doc.insert("version", value(2));
+    }
+    match version {
+        Version::V2 => in_place(req, &file, &mut doc, original.as_deref()),
+        Version::V3 => drop_in(req, &file, &mut doc, original.as_deref()),
+    }
+}
+
+/// Handler names become TOML keys and CRI handler names: keep them plain.
+pub(crate) fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !ok {
+        bail!("runtime name {name:?}: use letters, digits, `-`, `_` or `.`");
+    }
+    Ok(())
+}
+
+fn version_of(doc: &DocumentMut, path: &Path) -> Result<Version> {
+    match doc.get("version").map(|v| v.as_integer()) {
+        Some(Some(2)) => Ok(Version::V2),
+        Some(Some(3)) => Ok(Version::V3),
+        // A new or empty file: version 2 is read by containerd 1.6, 1.7 and 2.x alike.
+        None if doc.is_empty() => Ok(Version::V2),
+        None => bail!(
+            "{}: config version 1 (no `version` key) is not supported; migrate it with `containerd config migrate`; left unchanged",
+            path.display()
+        ),
+        Some(v) => bail!(
+            "{}: containerd config version {} is not supported (2 or 3); left unchanged",
+            path.display(),
+            v.map(|n| n.to_string())
+                .unwrap_or_else(|| "(not an integer)".into())
+        ),
+    }
+}
+
+/// Version 2: the handler goes into the main file.
+fn in_place(
+    req: &Request,
+    file: &Path,
+    doc: &mut DocumentMut,
+    original: Option<&str>,
+) -> Result<Vec<Change>> {
+    let path = req.path;
+    let runtimes = runtimes_mut(doc.as_table_mut(), Version::V2.plugin(), path)?;
+    if req.remove {
+        runtimes.remove(req.name);
+    } else {
+        let handler = handler(runtimes, req.name, req.wrapper, path)?;
+        runtimes.insert(req.name, Item::Table(handler));
+    }
+    let text = doc.to_string();
+    if original == Some(text.as_str()) || (original.is_none() && req.remove) {
+        return Ok(vec![]);
+    }
+    let backup = replace_file(file, &text, original.map(str::as_bytes))?;
+    Ok(vec![Change::Written {
+        path: path.to_path_buf(),
+        backup,
+    }])
+}
+
+/// `plugins.<plugin>.containerd.runtimes`, created as implicit tables (no empty headers).
+fn runtimes_mut<'a>(root: &'a mut Table, plugin: &str, path: &Path) -> Result<&'a mut Table> {
+    let mut t = root;
+    for key in ["plugins", plugin, "containerd", "runtimes"] {
+        let item = t.entry(key).or_insert_with(|| {
+            let mut n = Table::new();
+            n.set_implicit(true);
+            Item::Table(n)
+        });
+        t = item
+            .as_table_mut()
+            .ok_or_else(|| anyhow!("{}: `{key}` is not a table; left unchanged", path.display()))?;
+    }
+    Ok(t)
+}
+
+/// The handler: the default runc handler's settings (SystemdCgroup, Root...) with the
+/// wrapper as its binary, and the wrapper's annotations let through.
+fn handler(runtimes: &Table, name: &str, wrapper: &Path, path: &Path) -> Result<Table> {
+    let template = ["runc", "default"]
+        .into_iter()
+        .filter(|k| *k != name)
+        .find_map(|k| runtimes.get(k).and_then(Item::as_table_like));
+    let mut t = match template {
+        Some(tpl) => fresh_table(tpl),
+        None => Table::new(),
+    };
+    t.decor_mut().set_prefix(format!("\n{MARK}\n"));
+    t.insert("runtime_type", value(RUNC_SHIM));
+    let wrapper = wrapper
+        .to_str()
+        .ok_or_else(|| anyhow!("{}: not UTF-8", wrapper.display()))?;
+    for key in ["pod_annotations", "container_annotations"] {
+        let mut list = match t.get(key).and_then(Item::as_array) {
+            Some(a) => a.clone(),
+            None => Array::new(),
+        };
+        let pattern = format!("{ANNOTATION_PREFIX}*");
+        if !list.iter().any(|v| v.as_str() == Some(&pattern)) {
+            list.push(pattern);
+        }
+        t.insert(key, value(list));
+    }
+    let options = t
+        .entry("options")
+        .or_insert_with(|| Item::Table(Table::new()))
+        .as_table_mut()
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: the runc handler's `options` is not a table; left unchanged",
+                path.display()
+            )
+        })?;
+    options.insert("BinaryName", value(wrapper));
+    Ok(t)
+}
+
+/// A copy of a table without its comments and positions, so it prints as a new section
+/// after the others rather than interleaved with the one it was copied from. Inline tables
+/// become sections.
+fn fresh_table(src: &dyn TableLike) -> Table {
+    let mut t = Table::new();
+    for (k, item) in src.iter() {
+        let copy = match item {
+            Item::Table(sub) => Item::Table(fresh_table(sub)),
+            Item::Value(Value::InlineTable(sub)) => Item::Table(fresh_table(sub)),
+            Item::Value(v) => {
+                let mut v = v.clone();
+                v.decor_mut().clear();
+                Item::Value(v)
+            }
+            other => other.clone(),
+        };
+        t.insert(k, copy);
+    }
+    t
+}
+
+/// Version 3: the handler in a drop-in, the drop-in in `imports` unless a glob there
+/// already takes it.
+fn drop_in(
+    req: &Request,
+    file: &Path,
+    doc: &mut DocumentMut,
+    original: Option<&str>,
+) -> Result<Vec<Change>> {
+    let conf_dir = req.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let file_name = format!("99-{}.toml", req.name);
+    let imports = import_entries(doc, req.path)?;
+    let covered = imports
+        .iter()
+        .find_map(|i| glob_dir(&conf_dir, i, &file_name));
+    let target = covered
+        .clone()
+        .unwrap_or_else(|| conf_dir.join("conf.d"))
+        .join(&file_name);
+    let target_s = target.to_string_lossy().into_owned();
+    let mut changes = Vec::new();
+    let dropin_file = under(req.root, &target)?;
+    let dropin_old = read_optional(&dropin_file)?;
+    if req.remove {
+        if dropin_old.is_some() {
+            std::fs::remove_file(&dropin_file)
+                .map_err(|e| anyhow!("removing {}: {e}", dropin_file.display()))?;
+            changes.push(Change::Removed { path: target });
+        }
+        set_import(doc, &target_s, false);
+    } else {
+        // The template comes from the main file's runc handler, when it has one.
+        let runtimes = runtimes_mut(doc.as_table_mut(), PLUGIN_V3, req.path)?.clone();
+        let mut d = DocumentMut::new();
+        d.insert("version", value(3));
+        let rt = runtimes_mut(d.as_table_mut(), PLUGIN_V3, &target)?;
+        rt.insert(
+            req.name,
+            Item::Table(handler(&runtimes, req.name, req.wrapper, req.path)?),
+        );
+        let text = d.to_string();
+        if dropin_old.as_deref() != Some(text.as_str()) {
+            let backup = replace_file(
+                &dropin_file,
+                &text,
+                dropin_old.as_deref().map(str::as_bytes),
+            )?;
+            changes.push(Change::Written {
+                path: target,
+                backup,
+            });
+        }
+        if covered.is_none() {
+            set_import(doc, &target_s, true);
+        }
+    }
+    let text = doc.to_string();
+    if let Some(old) = original {
+        if old != text {
+            let backup = replace_file(file, &text, Some(old.as_bytes()))?;
+            changes.insert(
+                0,
+                Change::Written {
+                    path: req.path.to_path_buf(),
+                    backup,
+                },
+            );
+        }
+    } else if !req.remove {
+        replace_file(file, &text, None)?;
+        changes.insert(
+            0,
+            Change::Written {
+                path: req.path.to_path_buf(),
+                backup: None,
+            },
+        );
+    }
+    Ok(changes)
+}
+
+fn import_entries(doc: &DocumentMut, path: &Path) -> Result<Vec<String>> {
+    match doc.get("imports") {
+        None => Ok(vec![]),
+        Some(item) => item
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: `imports` is not an array; left unchanged",
+                    path.display()
+                )
+            }),
+    }
+}
+
+/// The directory of an `imports` glob such as `/etc/containerd/conf.d/*.toml` when it takes
+/// `file_name` (containerd resolves relative entries against the main file's directory).
+fn glob_dir(conf_dir: &Path, entry: &str, file_name: &str) -> Option<PathBuf> {
+    let p = Path::new(entry);
+    let pattern = p.file_name()?.to_str()?;
+    let dir = p.parent()?;
+    if !pattern.contains('*') || dir.to_string_lossy().contains('*') {
+        return None;
+    }
+    let (head, tail) = pattern.split_once('*')?;
+    let matches = !tail.contains('*')
+        && file_name.len() >= head.len() + tail.len()
+        && file_name.starts_with(head)
+        && file_name.ends_with(tail);
+    matches.then(|| conf_dir.join(dir))
+}
+
+/// Adds or removes `entry` in the top-level `imports` (removing `imports` when emptied).
+fn set_import(doc: &mut DocumentMut, entry: &str, present: bool) {
+    let mut list = doc
+        .get("imports")
+        .and_then(Item::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let at = list.iter().position(|v| v.as_str() == Some(entry));
+    match (present, at) {
+        (true, None) => list.push(entry),
+        (false, Some(i)) => {
+            list.remove(i);
+        }
+        _ => return,
+    }
+    if list.is_empty() {
+        doc.remove("imports");
+    } else if let Some(a) = doc.get_mut("imports").and_then(Item::as_array_mut) {
+        *a = list;
+    } else {
+        // Top-level keys print before every table, wherever they were inserted.
+        doc.insert("imports", value(list));
+    }
+}

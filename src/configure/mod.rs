@@ -1,0 +1,168 @@
+//! Registering the runtime wrapper with engines: dockerd (`daemon.json`), containerd's CRI
+//! plugin and CRI-O. Every edit keeps the rest of the file, saves a backup, is idempotent,
+//! and on bad input writes nothing.
+
+mod cli;
+pub mod containerd;
+pub mod crio;
+mod docker;
+
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+pub use cli::{CriArgs, Engine, run};
+pub use docker::{DEFAULT_DAEMON_JSON, docker};
+
+/// The runtime (Docker) and runtime handler (CRI) name; the RuntimeClass's `handler`.
+pub const RUNTIME_NAME: &str = "oci-volume";
+/// Where the packages install the wrapper.
+pub const DEFAULT_WRAPPER: &str = "/usr/bin/oci-volume-runtime";
+/// The annotations the wrapper reads (`io.oci-volume-hook.enabled`, `.owner`, `.ownership`).
+pub const ANNOTATION_PREFIX: &str = "io.oci-volume-hook.";
+/// First line of every table this tool adds to a TOML file.
+pub const MARK: &str =
+    "# Added by oci-volume-hook; `oci-volume-hook configure ... --remove` takes it away.";
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to change.
+    Unchanged,
+    /// Written; the previous content (if any) saved at the backup path.
+    Written { backup: Option<PathBuf> },
+}
+
+/// One file a CRI registration changed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Written {
+        path: PathBuf,
+        backup: Option<PathBuf>,
+    },
+    Removed {
+        path: PathBuf,
+    },
+}
+
+/// What an engine must be told after its files changed.
+pub fn describe(changes: &[Change]) -> Vec<String> {
+    changes
+        .iter()
+        .map(|c| match c {
+            Change::Written {
+                path,
+                backup: Some(b),
+            } => format!(
+                "{} updated (previous version in {})",
+                path.display(),
+                b.display()
+            ),
+            Change::Written { path, backup: None } => format!("{} written", path.display()),
+            Change::Removed { path } => format!("{} removed", path.display()),
+        })
+        .collect()
+}
+
+/// `path` (absolute, as the host names it) seen from `root`: the host's `/` mounted in a
+/// container (`--host-root`), else `/` itself. `..` is refused: a path must not climb out.
+pub fn under(root: &Path, path: &Path) -> Result<PathBuf> {
+    let mut out = root.to_path_buf();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                anyhow::bail!("{}: `..` is not allowed here", path.display())
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The file's text, or None when it does not exist.
+pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
+    match std::fs::read(path) {
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{} is not UTF-8; left unchanged", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// `<path>.oci-volume-hook.bak`.
+pub fn backup_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".oci-volume-hook.bak");
+    PathBuf::from(s)
+}
+
+/// Replaces `path` with `text` through a temporary file and a rename (a reader sees the old
+/// file or the new one), keeping the mode of the old one; `original` is saved as the backup
+/// first. Returns the backup's path.
+pub fn replace_file(path: &Path, text: &str, original: Option<&[u8]>) -> Result<Option<PathBuf>> {
+    let backup = match original {
+        Some(bytes) => {
+            let b = backup_path(path);
+            std::fs::write(&b, bytes)
+                .with_context(|| format!("writing the backup {}", b.display()))?;
+            Some(b)
+        }
+        None => None,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".oci-volume-hook.tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    if let Ok(md) = std::fs::metadata(path) {
+        let _ = f.set_permissions(md.permissions());
+    }
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(backup)
+}
+
+/// A TOML parse error on one line: its position and what is wrong, without the source
+/// excerpt toml_edit draws.
+pub(crate) fn toml_error(path: &Path, e: &toml_edit::TomlError) -> anyhow::Error {
+    let text = e.to_string();
+    let mut parts = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "));
+    let first = parts.next().unwrap_or("parse error").to_string();
+    let reason = match parts.next_back() {
+        Some(last) if last != first => format!("{first}: {last}"),
+        _ => first,
+    };
+    anyhow::anyhow!(
+        "{} is not valid TOML ({reason}); left unchanged",
+        path.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn under_joins_and_refuses_climbing() {
+        let r = Path::new("/host");
+        assert_eq!(
+            under(r, Path::new("/etc/containerd/config.toml")).unwrap(),
+            Path::new("/host/etc/containerd/config.toml")
+        );
+        assert_eq!(
+            under(Path::new("/"), Path::new("/a/b")).unwrap(),
+            Path::new("/a/b")
+        );
+        assert!(under(r, Path::new("/etc/../../x")).is_err());
+    }
+}

@@ -1,0 +1,275 @@
+//! `oci-volume-hook install-node`: the Kubernetes node installer a DaemonSet runs, as
+//! NVIDIA's toolkit, kata-deploy and sysbox do: the host's `/` is mounted at `--host-root`;
+//! the binaries are copied there, the configuration written when the host has none, the
+//! runtime handler registered with containerd or CRI-O and that runtime restarted through
+//! the host's systemd. On SIGTERM (pod deleted) the registration is taken away again. The
+//! binaries and the configuration stay: containers started with the handler still need the
+//! wrapper for `kill` and `delete`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::ValueEnum;
+use nix::sys::signal::{SigSet, Signal};
+
+use crate::config::{self, Config};
+use crate::configure::{self, Change, RUNTIME_NAME, containerd, crio, under};
+use crate::hook::BIN;
+use crate::logging::{self, Sink};
+
+/// First line of a configuration this installer wrote: it may replace it, never another.
+pub const CONFIG_MARK: &str =
+    "# Written by oci-volume-hook install-node from its ConfigMap; replaced when that changes.";
+const BINARIES: [&str; 2] = ["oci-volume-hook", "oci-volume-runtime"];
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Where the host's `/` is mounted in this container
+    #[arg(long, value_name = "DIR", default_value = "/host")]
+    pub host_root: PathBuf,
+    /// The node's CRI runtime; `auto`: containerd when its socket or config is on the host,
+    /// else CRI-O
+    #[arg(long, value_enum, default_value = "auto")]
+    pub runtime: Runtime,
+    /// Host directory the binaries are copied to
+    #[arg(long, value_name = "DIR", default_value = "/opt/oci-volume-hook/bin")]
+    pub install_dir: PathBuf,
+    /// The configuration (the ConfigMap's file) installed as the host's
+    /// /etc/oci-volume-hook/config.toml unless the host has one of its own; default: the
+    /// packaged configuration
+    #[arg(long, value_name = "FILE")]
+    pub config_source: Option<PathBuf>,
+    /// containerd's configuration on the host
+    #[arg(long, value_name = "FILE", default_value = containerd::DEFAULT_PATH)]
+    pub containerd_config: PathBuf,
+    /// The CRI-O drop-in on the host
+    #[arg(long, value_name = "FILE", default_value = crio::DEFAULT_PATH)]
+    pub crio_dropin: PathBuf,
+    /// The runtime handler's name (the RuntimeClass `handler`)
+    #[arg(long, value_name = "NAME", default_value = RUNTIME_NAME)]
+    pub name: String,
+    /// How the runtime is restarted: `systemd` (the host's systemctl, run chrooted into the
+    /// host root), `none`, or `auto` (systemd when the host runs it)
+    #[arg(long, value_enum, default_value = "auto")]
+    pub restart: Restart,
+    /// Exit after installing instead of waiting for SIGTERM
+    #[arg(long, conflicts_with = "uninstall")]
+    pub once: bool,
+    /// Only take the registration away
+    #[arg(long)]
+    pub uninstall: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    Auto,
+    Containerd,
+    Crio,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    Auto,
+    Systemd,
+    None,
+}
+
+pub fn main(args: &Args) -> ExitCode {
+    // Blocked from the start, so a SIGTERM that comes while installing is still seen, after.
+    let mut signals = SigSet::empty();
+    signals.add(Signal::SIGTERM);
+    signals.add(Signal::SIGINT);
+    if let Err(e) = signals.thread_block() {
+        return fail(anyhow!("blocking SIGTERM: {e}"));
+    }
+    let runtime = match detect(args) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    if !args.uninstall {
+        if let Err(e) = install(args, runtime) {
+            return fail(e);
+        }
+        if args.once {
+            return ExitCode::SUCCESS;
+        }
+        println!("installed; waiting for SIGTERM to take the registration away");
+        match signals.wait() {
+            Ok(sig) => println!("{sig}: taking the registration away"),
+            Err(e) => return fail(anyhow!("waiting for SIGTERM: {e}")),
+        }
+    }
+    match register(args, runtime, true) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    logging::report_failure(Sink::Stderr, BIN, &e);
+    ExitCode::FAILURE
+}
+
+/// Binaries, configuration, registration, restart.
+pub fn install(args: &Args, runtime: Runtime) -> Result<()> {
+    let dir = under(&args.host_root, &args.install_dir)?;
+    let from = std::env::current_exe()
+        .context("finding this binary")?
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for name in BINARIES {
+        if copy_binary(&from.join(name), &dir.join(name))? {
+            println!("{} installed", args.install_dir.join(name).display());
+        }
+    }
+    install_config(args)?;
+    register(args, runtime, false)
+}
+
+/// Copies through a temporary file and a rename: the old binary may be running.
+/// Returns whether anything changed.
+fn copy_binary(src: &Path, dst: &Path) -> Result<bool> {
+    let new = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    if std::fs::read(dst).is_ok_and(|old| old == new) {
+        return Ok(false);
+    }
+    if let Some(d) = dst.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let tmp = dst.with_extension("oci-volume-hook.tmp");
+    std::fs::write(&tmp, &new).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", tmp.display()))?;
+    std::fs::rename(&tmp, dst).with_context(|| format!("replacing {}", dst.display()))?;
+    Ok(true)
+}
+
+/// The host's configuration: written when missing, or replaced when this installer wrote it;
+/// an operator's own file is kept. The source is checked first: a bad ConfigMap changes
+/// nothing.
+fn install_config(args: &Args) -> Result<()> {
+    let text = match &args.config_source {
+        Some(p) => {
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+        }
+        None => include_str!("../packaging/config.toml").to_string(),
+    };
+    let source_name = args
+        .config_source
+        .as_deref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the packaged configuration".into());
+    Config::parse(&text).with_context(|| source_name.clone())?;
+    let host_path = Path::new(config::DEFAULT_PATH);
+    let file = under(&args.host_root, host_path)?;
+    let wanted = format!("{CONFIG_MARK}\n{text}");
+    match std::fs::read_to_string(&file) {
+        Ok(old) if old == wanted => {}
+        Ok(old) if !old.starts_with(CONFIG_MARK) => {
+            println!("{} kept: the host's own", host_path.display());
+        }
+        _ => {
+            configure::replace_file(&file, &wanted, None)?;
+            println!("{} written from {source_name}", host_path.display());
+        }
+    }
+    Ok(())
+}
+
+fn detect(args: &Args) -> Result<Runtime> {
+    if args.runtime != Runtime::Auto {
+        return Ok(args.runtime);
+    }
+    let has = |p: &str| under(&args.host_root, Path::new(p)).is_ok_and(|p| p.exists());
+    let found = [
+        ("/run/containerd/containerd.sock", Runtime::Containerd),
+        ("/run/crio/crio.sock", Runtime::Crio),
+        ("/var/run/crio/crio.sock", Runtime::Crio),
+        ("/etc/containerd", Runtime::Containerd),
+        ("/etc/crio", Runtime::Crio),
+    ]
+    .into_iter()
+    .find(|(p, _)| has(p));
+    match found {
+        Some((_, r)) => Ok(r),
+        None => bail!(
+            "neither containerd nor CRI-O found under {}; pass --runtime",
+            args.host_root.display()
+        ),
+    }
+}
+
+/// Registers (or takes away) the handler, then restarts the runtime if a file changed.
+fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
+    let wrapper = args.install_dir.join("oci-volume-runtime");
+    let (path, unit) = match runtime {
+        Runtime::Crio => (&args.crio_dropin, "crio"),
+        _ => (&args.containerd_config, "containerd"),
+    };
+    let req = containerd::Request {
+        root: &args.host_root,
+        path,
+        wrapper: &wrapper,
+        name: &args.name,
+        remove,
+    };
+    let changes: Vec<Change> = match runtime {
+        Runtime::Crio => crio::configure(&req)?,
+        _ => containerd::configure(&req)?,
+    };
+    for line in configure::describe(&changes) {
+        println!("{line}");
+    }
+    if changes.is_empty() {
+        println!("{unit}: registration already as asked");
+        return Ok(());
+    }
+    restart(args, unit)
+}
+
+/// `systemctl restart UNIT` as the host runs it: chrooted into the host root, talking to the
+/// host's systemd through its /run. No nsenter, no host PID namespace needed.
+fn restart(args: &Args, unit: &str) -> Result<()> {
+    let root = &args.host_root;
+    let systemd = match args.restart {
+        Restart::None => false,
+        Restart::Systemd => true,
+        Restart::Auto => under(root, Path::new("/run/systemd/system"))?.is_dir(),
+    };
+    if !systemd {
+        println!(
+            "{unit} not restarted (no systemd on the host): restart it for the change to take effect"
+        );
+        return Ok(());
+    }
+    let systemctl = ["/usr/bin/systemctl", "/bin/systemctl"]
+        .into_iter()
+        .find(|p| under(root, Path::new(p)).is_ok_and(|p| p.exists()))
+        .ok_or_else(|| anyhow!("no systemctl under {}", root.display()))?;
+    let chroot_to = root.clone();
+    let mut cmd = Command::new(systemctl);
+    cmd.args(["restart", unit])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    // SAFETY: only async-signal-safe system calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::chroot(chroot_to.as_path())?;
+            nix::unistd::chdir("/")?;
+            SigSet::all().thread_unblock()?;
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {systemctl} in {}", root.display()))?;
+    if !status.success() {
+        bail!("systemctl restart {unit} on the host: {status}");
+    }
+    println!("{unit} restarted");
+    Ok(())
+}

@@ -33,9 +33,7 @@ pub enum Sink {
 pub fn init(log: &Log, bin: &'static str) -> Sink {
     let level = LevelFilter::from_str(&log.level).unwrap_or(LevelFilter::INFO);
     let want = match log.target {
-        LogTarget::Auto if Path::new(JOURNALD_SOCKET).exists() => LogTarget::Journald,
-        LogTarget::Auto if Path::new(SYSLOG_SOCKET).exists() => LogTarget::Syslog,
-        LogTarget::Auto => LogTarget::Stderr,
+        LogTarget::Auto => auto_target(),
         t => t,
     };
     let fmt = || {
@@ -109,6 +107,17 @@ pub fn init(log: &Log, bin: &'static str) -> Sink {
             Sink::Stderr
         }
         LogTarget::None | LogTarget::Auto => Sink::None,
+    }
+}
+
+/// What `auto` means on this machine: journald, else syslog, else stderr.
+pub fn auto_target() -> LogTarget {
+    if Path::new(JOURNALD_SOCKET).exists() {
+        LogTarget::Journald
+    } else if Path::new(SYSLOG_SOCKET).exists() {
+        LogTarget::Syslog
+    } else {
+        LogTarget::Stderr
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Config, ENV_PATH};
+use crate::config::{Config, ENV_PATH, LogTarget};
 use crate::hook;
 use crate::logging::{self, Sink};
 use crate::spec;
@@ -178,7 +178,13 @@ pub fn main() -> i32 {
         }
     };
     if inv.prepares() {
-        let sink = logging::init(&config.log, BIN);
+        // Under containerd, Docker and Kubernetes our stderr is the container's (its pod
+        // log): `auto` must not fall back to it.
+        let mut log = config.log.clone();
+        if log.target == LogTarget::Auto && logging::auto_target() == LogTarget::Stderr {
+            log.target = LogTarget::None;
+        }
+        let sink = logging::init(&log, BIN);
         let id = inv.id.clone().unwrap_or_else(|| "-".into());
         let span = tracing::info_span!("container", id = %id).entered();
         match prepare_bundle(&config, &inv) {

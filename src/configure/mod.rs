@@ -67,6 +67,10 @@ pub fn describe(changes: &[Change]) -> Vec<String> {
 /// `path` (absolute, as the host names it) seen from `root`: the host's `/` mounted in a
 /// container (`--host-root`), else `/` itself. `..` is refused: a path must not climb out.
 pub fn under(root: &Path, path: &Path) -> Result<PathBuf> {
+    if root == Path::new("/") {
+        // The machine's own files: a relative path stays relative to the working directory.
+        return Ok(path.to_path_buf());
+    }
     let mut out = root.to_path_buf();
     for c in path.components() {
         match c {

@@ -1,0 +1,197 @@
+//! Kubernetes' path, end to end: containerd's CRI plugin driven as kubelet drives it
+//! (RunPodSandbox with a runtime handler, CreateContainer with hostPath mounts, StartContainer,
+//! ExecSync, ContainerStatus), with the handler `configure containerd` registered; and the
+//! node installer image run as a CRI container against a fake host root.
+
+mod common;
+#[path = "common/cri.rs"]
+mod cri;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use cri::{Cri, HANDLER};
+use serde_json::{Value, json};
+
+fn mount(host: &Path, container: &str) -> Value {
+    json!({"container_path": container, "host_path": host, "readonly": false})
+}
+
+/// Engines, the CRI client, a fixture and containerd with the busybox image imported as
+/// `ovh-test` (and `ovh-pause`, the sandbox image). Bound as `(f, c)`, containerd stops
+/// before the fixture goes.
+fn setup(test: &str, log_target: &str) -> Option<(Fixture, Cri)> {
+    let containerd = engine(test, "containerd")?;
+    let ctr = engine(test, "ctr")?;
+    engine(test, "runc")?;
+    let python = cri::python(test)?;
+    let f = Fixture::new();
+    let config = format!(
+        "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\nruntime = \"runc\"\n[log]\nlevel = \"debug\"\ntarget = \"{log_target}\"\nfile = \"{}\"\n",
+        f.base().display(),
+        f.staging().display(),
+        f.log_path().display()
+    );
+    std::fs::write(f.config_path(), config).unwrap();
+    let c = Cri::start(
+        &f.path().join("ctd"),
+        &f.config_path(),
+        &containerd,
+        &ctr,
+        python,
+    );
+    let rootfs = f.path().join("img/rootfs");
+    make_rootfs(&rootfs);
+    let tar = f.path().join("img/image.tar");
+    cri::image_tar(
+        &rootfs,
+        &tar,
+        &[
+            ("ovh-test:latest", json!(["/bin/sh"])),
+            (
+                "ovh-pause:latest",
+                json!(["/bin/busybox", "sleep", "2147483"]),
+            ),
+        ],
+    );
+    c.import(&tar);
+    Some((f, c))
+}
+
+#[test]
+fn cri_pods_with_the_handler_get_prepared_volumes() {
+    // `auto` logging: no journald or syslog here, so a wrapper that fell back to stderr
+    // would write into the pod's log.
+    let Some((f, c)) = setup("cri", "auto") else {
+        return;
+    };
+    let t = f.tenant("user-toto");
+    let lt = t.join("etc/localtime");
+
+    // 1. The seed failure under the default handler: CreateContainer makes the missing
+    // hostPath a directory, StartContainer fails in runc.
+    let plain = c.run_pod("plain", "runc", json!({}));
+    let (_, r) = c.run(
+        &plain,
+        "app",
+        "ovh-test:latest",
+        "cat /etc/localtime",
+        json!([mount(&lt, "/etc/localtime")]),
+    );
+    let e = r.expect_err("plain runc cannot mount a directory onto the image's file");
+    assert!(e.contains("not a directory"), "{e}");
+    assert!(is_dir(&lt), "containerd left a directory behind");
+
+    // 2. The same engine-made empty directory, under the handler: repaired into a file; the
+    // pod log holds the app's lines and nothing else.
+    let pod = c.run_pod("ovh", HANDLER, json!({}));
+    let (id, r) = c.run(
+        &pod,
+        "app",
+        "ovh-test:latest",
+        "test -f /etc/localtime && echo file-mounted; echo second-line",
+        json!([mount(&lt, "/etc/localtime")]),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", c.log_tail()));
+    let s = c.wait_exit(&id.unwrap());
+    assert_eq!(s["exit_code"].as_i64().unwrap_or(0), 0, "{s}");
+    assert!(is_file(&lt), "the directory became a file");
+    assert_eq!(c.log_lines("ovh", "app"), ["file-mounted", "second-line"]);
+
+    // 3. A missing file target in another chroot: the container starts, the source is a file.
+    let u = f.tenant("user-titi");
+    let (id, r) = c.run(
+        &pod,
+        "keep",
+        "ovh-test:latest",
+        "exec sleep 1000",
+        json!([mount(&u.join("etc/localtime"), "/etc/localtime")]),
+    );
+    r.unwrap_or_else(|e| panic!("{e}"));
+    let id = id.unwrap();
+    assert_eq!(
+        c.exec(&id, "test -f /etc/localtime && echo file"),
+        (0, "file\n".into())
+    );
+    assert!(is_file(&u.join("etc/localtime")));
+    assert_eq!(owner_of(&u.join("etc/localtime")), (0, 0));
+
+    // 4. A versioned release behind a relative `current` symlink, the usual deploy layout.
+    for v in ["v1", "v2"] {
+        let d = t.join("srv/releases").join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("data.txt"), format!("{v}\n")).unwrap();
+    }
+    std::os::unix::fs::symlink("releases/v2", t.join("srv/current")).unwrap();
+    let (id, r) = c.run(
+        &pod,
+        "release",
+        "ovh-test:latest",
+        "cat /srv/app/data.txt",
+        json!([mount(&t.join("srv/current"), "/srv/app")]),
+    );
+    r.unwrap_or_else(|e| panic!("{e}"));
+    let s = c.wait_exit(&id.unwrap());
+    assert_eq!(s["exit_code"].as_i64().unwrap_or(0), 0, "{s}");
+    assert_eq!(c.log_lines("ovh", "release"), ["v2"]);
+
+    // 5. A mount that cannot be fixed: refused; the reason is in the container's status,
+    // the tenant's data untouched.
+    let zone = t.join("zone");
+    std::fs::create_dir_all(&zone).unwrap();
+    std::fs::write(zone.join("keep"), "data").unwrap();
+    let (id, r) = c.run(
+        &pod,
+        "refused",
+        "ovh-test:latest",
+        "cat /etc/localtime",
+        json!([mount(&zone, "/etc/localtime")]),
+    );
+    let e = r.expect_err("a non-empty directory onto a file is refused");
+    assert!(
+        e.contains("oci-volume-runtime: ") && e.contains("non-empty directory"),
+        "{e}"
+    );
+    let s = c.status(&id.unwrap());
+    let msg = s["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("non-empty directory") && msg.contains("/etc/localtime"),
+        "{s}"
+    );
+    assert_eq!(std::fs::read_to_string(zone.join("keep")).unwrap(), "data");
+
+    // 6. Pod annotations reach the wrapper (the handler lets io.oci-volume-hook.* through):
+    // `enabled: "false"` leaves the mount alone, so runc fails as in 1.
+    let off = c.run_pod(
+        "off",
+        HANDLER,
+        json!({"io.oci-volume-hook.enabled": "false"}),
+    );
+    let w = f.tenant("user-tutu").join("etc/localtime");
+    let (_, r) = c.run(
+        &off,
+        "app",
+        "ovh-test:latest",
+        "true",
+        json!([mount(&w, "/etc/localtime")]),
+    );
+    let e = r.expect_err("disabled by annotation: runc meets containerd's directory");
+    assert!(e.contains("not a directory"), "{e}");
+    assert!(is_dir(&w));
+}
+
+/// The static binaries and the installer image (deploy/kubernetes/build-image.sh).
+#[allow(dead_code)]
+fn node_image(test: &str) -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/oci-volume-hook-node.tar");
+    if p.exists() {
+        return Some(p);
+    }
+    assert!(
+        !required(),
+        "{test}: {} is missing: run deploy/kubernetes/build-image.sh (tests/run.sh does)",
+        p.display()
+    );
+    eprintln!("SKIP {test}: no installer image; run deploy/kubernetes/build-image.sh");
+    None
+}

@@ -181,7 +181,6 @@ fn cri_pods_with_the_handler_get_prepared_volumes() {
 }
 
 /// The static binaries and the installer image (deploy/kubernetes/build-image.sh).
-#[allow(dead_code)]
 fn node_image(test: &str) -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/oci-volume-hook-node.tar");
     if p.exists() {
@@ -194,4 +193,149 @@ fn node_image(test: &str) -> Option<PathBuf> {
     );
     eprintln!("SKIP {test}: no installer image; run deploy/kubernetes/build-image.sh");
     None
+}
+
+/// The ConfigMap's config.toml, as shipped in deploy/kubernetes/configmap.yaml.
+fn configmap_config() -> String {
+    let yaml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/configmap.yaml"),
+    )
+    .unwrap();
+    let body = yaml
+        .split("config.toml: |\n")
+        .nth(1)
+        .expect("config.toml in the ConfigMap");
+    body.lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect()
+}
+
+/// A node as the installer sees it: containerd's config (SystemdCgroup on runc), systemd
+/// running, and a systemctl that records what it was asked (run chrooted, with busybox).
+fn fake_host(dir: &Path) -> String {
+    make_rootfs(dir);
+    let node_config = "version = 2\n\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n    SystemdCgroup = true  # as kubeadm sets it\n";
+    std::fs::create_dir_all(dir.join("etc/containerd")).unwrap();
+    std::fs::write(dir.join("etc/containerd/config.toml"), node_config).unwrap();
+    std::fs::create_dir_all(dir.join("run/systemd/system")).unwrap();
+    std::fs::create_dir_all(dir.join("usr/bin")).unwrap();
+    std::fs::create_dir_all(dir.join("var/log")).unwrap();
+    let systemctl = dir.join("usr/bin/systemctl");
+    std::fs::write(
+        &systemctl,
+        "#!/bin/sh\necho \"$*\" >> /var/log/systemctl.calls\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &systemctl,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    node_config.to_string()
+}
+
+fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !ready() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn node_installer_image_registers_then_unregisters_on_sigterm() {
+    let Some(image) = node_image("installer") else {
+        return;
+    };
+    let Some((f, c)) = setup("installer", "file") else {
+        return;
+    };
+    c.import(&image);
+    let host = f.path().join("host");
+    let original = fake_host(&host);
+    let cm = f.path().join("configmap");
+    std::fs::create_dir_all(&cm).unwrap();
+    std::fs::write(cm.join("config.toml"), configmap_config()).unwrap();
+
+    // As the DaemonSet runs it: the image's entry point and arguments, / of the host at /host.
+    let pod = c.run_pod("node", "runc", json!({}));
+    let version = env!("CARGO_PKG_VERSION");
+    let (id, r) = c.run_config(
+        &pod,
+        json!({
+            "metadata": {"name": "installer"},
+            "image": {"image": format!("oci-volume-hook-node:{version}")},
+            "log_path": "installer.log",
+            "mounts": [
+                {"container_path": "/host", "host_path": host},
+                {"container_path": "/etc/oci-volume-hook-node", "host_path": cm, "readonly": true},
+            ],
+        }),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}", c.log_tail()));
+    let id = id.unwrap();
+    let calls = host.join("var/log/systemctl.calls");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for("the installer to restart containerd", || {
+        read(&calls).lines().count() == 1
+    });
+
+    // Binaries, configuration, registration, restart.
+    let bin = host.join("opt/oci-volume-hook/bin");
+    let built =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("target/x86_64-unknown-linux-gnu/release");
+    for b in ["oci-volume-hook", "oci-volume-runtime"] {
+        assert_eq!(
+            std::fs::read(bin.join(b)).unwrap(),
+            std::fs::read(built.join(b)).unwrap(),
+            "{b}"
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(bin.join(b)).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o755, "{b}");
+    }
+    let cfg = read(&host.join("etc/oci-volume-hook/config.toml"));
+    assert!(
+        cfg.ends_with(&configmap_config()),
+        "the ConfigMap's file: {cfg}"
+    );
+    let ctd: toml::Value = toml::from_str(&read(&host.join("etc/containerd/config.toml"))).unwrap();
+    let handler =
+        &ctd["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["oci-volume"];
+    assert_eq!(
+        handler["runtime_type"].as_str(),
+        Some("io.containerd.runc.v2")
+    );
+    assert_eq!(
+        handler["options"]["BinaryName"].as_str(),
+        Some("/opt/oci-volume-hook/bin/oci-volume-runtime")
+    );
+    assert_eq!(
+        handler["options"]["SystemdCgroup"].as_bool(),
+        Some(true),
+        "runc's options kept"
+    );
+    assert_eq!(read(&calls), "restart containerd\n");
+    assert!(
+        c.log_lines("node", "installer")
+            .iter()
+            .any(|l| l.contains("waiting for SIGTERM"))
+    );
+
+    // Pod deleted: SIGTERM; the registration goes, the node's file is as it was.
+    c.call("StopContainer", json!({"container_id": id, "timeout": 30}))
+        .unwrap();
+    let s = c.wait_exit(&id);
+    assert_eq!(s["exit_code"].as_i64().unwrap_or(0), 0, "{s}");
+    assert_eq!(read(&host.join("etc/containerd/config.toml")), original);
+    assert_eq!(read(&calls), "restart containerd\nrestart containerd\n");
+    assert!(
+        bin.join("oci-volume-runtime").exists(),
+        "running containers still need it"
+    );
 }

@@ -225,6 +225,15 @@ impl Cri {
             "log_path": format!("{name}.log"),
             "mounts": mounts,
         });
+        self.run_config(pod, config)
+    }
+
+    /// CreateContainer of a whole ContainerConfig, then StartContainer.
+    pub fn run_config(
+        &self,
+        pod: &(String, Value),
+        config: Value,
+    ) -> (Option<String>, Result<(), String>) {
         let created = self.call(
             "CreateContainer",
             json!({"pod_sandbox_id": pod.0, "config": config, "sandbox_config": pod.1}),

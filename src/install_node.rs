@@ -113,8 +113,10 @@ fn fail(e: anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Binaries, configuration, registration, restart.
+/// Binaries, configuration, registration, restart. The configuration is checked first: a
+/// bad ConfigMap changes nothing on the host.
 pub fn install(args: &Args, runtime: Runtime) -> Result<()> {
+    let (config_text, source_name) = config_source(args)?;
     let dir = under(&args.host_root, &args.install_dir)?;
     let from = std::env::current_exe()
         .context("finding this binary")?
@@ -126,7 +128,7 @@ pub fn install(args: &Args, runtime: Runtime) -> Result<()> {
             println!("{} installed", args.install_dir.join(name).display());
         }
     }
-    install_config(args)?;
+    install_config(args, &config_text, &source_name)?;
     register(args, runtime, false)
 }
 
@@ -148,34 +150,39 @@ fn copy_binary(src: &Path, dst: &Path) -> Result<bool> {
     Ok(true)
 }
 
-/// The host's configuration: written when missing, or replaced when this installer wrote it;
-/// an operator's own file is kept. The source is checked first: a bad ConfigMap changes
-/// nothing.
-fn install_config(args: &Args) -> Result<()> {
-    let text = match &args.config_source {
-        Some(p) => {
-            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
-        }
-        None => include_str!("../packaging/config.toml").to_string(),
+/// The configuration to install (the ConfigMap's file, else the packaged one), checked.
+fn config_source(args: &Args) -> Result<(String, String)> {
+    let (text, name) = match &args.config_source {
+        Some(p) => (
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            include_str!("../packaging/config.toml").to_string(),
+            "the packaged configuration".into(),
+        ),
     };
-    let source_name = args
-        .config_source
-        .as_deref()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "the packaged configuration".into());
-    Config::parse(&text).with_context(|| source_name.clone())?;
+    Config::parse(&text).with_context(|| format!("{name}; nothing installed"))?;
+    Ok((text, name))
+}
+
+/// The host's configuration: written when missing, or replaced when this installer wrote it;
+/// an operator's own file is kept.
+fn install_config(args: &Args, text: &str, source_name: &str) -> Result<()> {
     let host_path = Path::new(config::DEFAULT_PATH);
     let file = under(&args.host_root, host_path)?;
     let wanted = format!("{CONFIG_MARK}\n{text}");
-    match std::fs::read_to_string(&file) {
-        Ok(old) if old == wanted => {}
-        Ok(old) if !old.starts_with(CONFIG_MARK) => {
-            println!("{} kept: the host's own", host_path.display());
-        }
-        _ => {
-            configure::replace_file(&file, &wanted, None)?;
-            println!("{} written from {source_name}", host_path.display());
-        }
+    let ours = match std::fs::read(&file) {
+        Ok(old) if old == wanted.as_bytes() => return Ok(()),
+        Ok(old) => old.starts_with(CONFIG_MARK.as_bytes()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    if ours {
+        configure::replace_file(&file, &wanted, None)?;
+        println!("{} written from {source_name}", host_path.display());
+    } else {
+        println!("{} kept: the host's own", host_path.display());
     }
     Ok(())
 }

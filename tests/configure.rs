@@ -57,3 +57,224 @@ fn configure_docker_merges_once_and_refuses_bad_json() {
     );
     assert_eq!(std::fs::read_to_string(&dj).unwrap(), "{\"log-level\": ");
 }
+
+fn configure_cri(engine: &str, args: &[&str]) -> std::process::Output {
+    Command::new(hook_bin())
+        .args(["configure", engine])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A node's containerd 1.6/1.7 configuration, comments and all.
+const CONTAINERD_V2: &str = r#"# kubeadm's node config
+version = 2
+root = "/var/lib/containerd"  # kept
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "registry.k8s.io/pause:3.9"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    default_runtime_name = "runc"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      pod_annotations = ["example.com/*"]
+      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+        Root = "/run/containerd/runc"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/opt/containerd"
+"#;
+
+#[test]
+fn configure_containerd_v2_in_place_keeps_the_rest_and_removes_exactly() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("config.toml");
+    let path = p.to_str().unwrap();
+    std::fs::write(&p, CONTAINERD_V2).unwrap();
+
+    let o = configure_cri("containerd", &["--path", path, "--wrapper", "/opt/w"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("systemctl restart containerd"), "{out}");
+    let text = std::fs::read_to_string(&p).unwrap();
+    // Everything that was there, in order and with its comments, is still there.
+    let mut rest = text.as_str();
+    for line in CONTAINERD_V2.lines().filter(|l| !l.is_empty()) {
+        let at = rest
+            .find(line)
+            .unwrap_or_else(|| panic!("{line:?} lost or moved:\n{text}"));
+        rest = &rest[at + line.len()..];
+    }
+    let v: toml::Value = toml::from_str(&text).unwrap();
+    let cri = &v["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+    let h = &cri["oci-volume"];
+    assert_eq!(h["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
+    assert_eq!(h["options"]["BinaryName"].as_str(), Some("/opt/w"));
+    assert_eq!(h["options"]["SystemdCgroup"].as_bool(), Some(true));
+    assert_eq!(h["options"]["Root"].as_str(), Some("/run/containerd/runc"));
+    let pods: Vec<&str> = h["pod_annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(pods, ["example.com/*", "io.oci-volume-hook.*"]);
+    assert!(
+        cri["runc"]["options"].get("BinaryName").is_none(),
+        "runc untouched"
+    );
+    let backup = t.path().join("config.toml.oci-volume-hook.bak");
+    assert_eq!(std::fs::read_to_string(&backup).unwrap(), CONTAINERD_V2);
+
+    // Idempotent: nothing written the second time.
+    let before = std::fs::metadata(&p).unwrap().modified().unwrap();
+    let o = configure_cri("containerd", &["--path", path, "--wrapper", "/opt/w"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing changed"));
+    assert_eq!(std::fs::metadata(&p).unwrap().modified().unwrap(), before);
+
+    // --remove gives the file back byte for byte.
+    let o = configure_cri("containerd", &["--path", path, "--remove"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), CONTAINERD_V2);
+
+    // Invalid TOML: one line naming the file; neither it nor its backup written.
+    std::fs::remove_file(&backup).unwrap();
+    let bad = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"\n";
+    std::fs::write(&p, bad).unwrap();
+    let o = configure_cri("containerd", &["--path", path]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &[path, "not valid TOML", "line 2", "left unchanged"],
+    );
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), bad);
+    assert!(!backup.exists());
+
+    // Version 1 (no `version`) is refused, not guessed at.
+    std::fs::write(&p, "[plugins.cri]\n").unwrap();
+    let o = configure_cri("containerd", &["--path", path]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &[path, "version 1", "containerd config migrate"],
+    );
+}
+
+#[test]
+fn configure_containerd_v3_uses_a_drop_in_named_in_imports() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("config.toml");
+    let path = p.to_str().unwrap();
+    let main = "version = 3\n\n# containerd 2.x\n[plugins.\"io.containerd.cri.v1.runtime\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n";
+    std::fs::write(&p, main).unwrap();
+    let o = configure_cri("containerd", &["--path", path, "--name", "ovh"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dropin = t.path().join("conf.d/99-ovh.toml");
+    let d: toml::Value = toml::from_str(&std::fs::read_to_string(&dropin).unwrap()).unwrap();
+    assert_eq!(d["version"].as_integer(), Some(3));
+    let h = &d["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]["ovh"];
+    assert_eq!(
+        h["options"]["BinaryName"].as_str(),
+        Some("/usr/bin/oci-volume-runtime")
+    );
+    assert_eq!(h["options"]["SystemdCgroup"].as_bool(), Some(true));
+    let m: toml::Value = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(
+        m["imports"].as_array().unwrap()[0].as_str(),
+        dropin.to_str()
+    );
+    assert!(
+        m["plugins"]["io.containerd.cri.v1.runtime"]["containerd"]["runtimes"]
+            .get("ovh")
+            .is_none()
+    );
+
+    let o = configure_cri("containerd", &["--path", path, "--name", "ovh", "--remove"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dropin.exists());
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), main);
+
+    // A glob in `imports` already takes the drop-in: the main file is left alone.
+    let globbed = "version = 3\nimports = [\"conf.d/*.toml\"]\n";
+    std::fs::write(&p, globbed).unwrap();
+    let o = configure_cri("containerd", &["--path", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), globbed);
+    assert!(t.path().join("conf.d/99-oci-volume.toml").exists());
+}
+
+/// The keys of a `[crio.runtime.runtimes.NAME]` table, as crio.conf(5) documents them
+/// ("CRIO.RUNTIME.RUNTIMES TABLE"; `runtime_type` is "oci" or "vm").
+const CRIO_RUNTIME_KEYS: &[&str] = &[
+    "runtime_path",
+    "runtime_root",
+    "runtime_type",
+    "runtime_config_path",
+    "privileged_without_host_devices",
+    "allowed_annotations",
+    "platform_runtime_paths",
+];
+
+#[test]
+fn configure_crio_writes_a_drop_in_with_documented_keys() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("crio.conf.d/50-oci-volume.conf");
+    let path = p.to_str().unwrap();
+    let o = configure_cri("crio", &["--path", path, "--wrapper", "/opt/w"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("systemctl restart crio"));
+    let v: toml::Value = toml::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    assert_eq!(v.as_table().unwrap().keys().collect::<Vec<_>>(), ["crio"]);
+    let runtimes = v["crio"]["runtime"]["runtimes"].as_table().unwrap();
+    assert_eq!(runtimes.keys().collect::<Vec<_>>(), ["oci-volume"]);
+    let h = runtimes["oci-volume"].as_table().unwrap();
+    for k in h.keys() {
+        assert!(
+            CRIO_RUNTIME_KEYS.contains(&k.as_str()),
+            "{k} is not a CRI-O runtime key"
+        );
+    }
+    assert_eq!(h["runtime_path"].as_str(), Some("/opt/w"));
+    assert!(["oci", "vm"].contains(&h["runtime_type"].as_str().unwrap()));
+    assert_eq!(h["runtime_type"].as_str(), Some("oci"));
+    assert!(h["runtime_root"].as_str().unwrap().starts_with('/'));
+    let allowed: Vec<&str> = h["allowed_annotations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert_eq!(
+        allowed,
+        [
+            "io.oci-volume-hook.enabled",
+            "io.oci-volume-hook.owner",
+            "io.oci-volume-hook.ownership"
+        ]
+    );
+
+    // Idempotent; an operator's other settings in the same drop-in survive add and remove.
+    let o = configure_cri("crio", &["--path", path, "--wrapper", "/opt/w"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing changed"));
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text.push_str("\n[crio.runtime]\nlog_level = \"debug\"  # operator's\n");
+    std::fs::write(&p, &text).unwrap();
+    let o = configure_cri("crio", &["--path", path, "--remove"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left = std::fs::read_to_string(&p).unwrap();
+    assert!(
+        left.contains("log_level = \"debug\"  # operator's") && !left.contains("oci-volume"),
+        "{left}"
+    );
+    // A drop-in that held only the handler is removed with it.
+    std::fs::remove_file(&p).unwrap();
+    configure_cri("crio", &["--path", path]);
+    let o = configure_cri("crio", &["--path", path, "--remove"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!p.exists());
+    std::fs::write(&p, "[crio.runtime\n").unwrap();
+    let o = configure_cri("crio", &["--path", path]);
+    assert_one_line_error(&o, "oci-volume-hook", &[path, "not valid TOML"]);
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "[crio.runtime\n");
+}

@@ -1,0 +1,127 @@
+//! `oci-volume-hook install-node` against a fake host root, without a cluster: what it
+//! installs, what it keeps, and what it refuses. (Run as a CRI container, with systemd's
+//! restart and SIGTERM: tests/e2e_cri.rs.)
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+fn install_node(root: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(hook_bin())
+        .args(["install-node", "--host-root"])
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+#[test]
+fn install_node_for_crio_then_uninstall() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("host");
+    std::fs::create_dir_all(root.join("etc/crio")).unwrap();
+    let cm = t.path().join("config.toml");
+    std::fs::write(&cm, "chroots = [\"/srv/tenants/*\"]\n").unwrap();
+    let cm_s = cm.to_str().unwrap();
+
+    let o = install_node(&root, &["--once", "--config-source", cm_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("crio not restarted (no systemd on the host)"),
+        "{out}"
+    );
+    for b in ["oci-volume-hook", "oci-volume-runtime"] {
+        let installed = root.join("opt/oci-volume-hook/bin").join(b);
+        let source = Path::new(hook_bin()).with_file_name(b);
+        assert_eq!(
+            std::fs::read(&installed).unwrap(),
+            std::fs::read(&source).unwrap()
+        );
+    }
+    let dropin = root.join("etc/crio/crio.conf.d/50-oci-volume.conf");
+    let v: toml::Value = toml::from_str(&read(&dropin)).unwrap();
+    assert_eq!(
+        v["crio"]["runtime"]["runtimes"]["oci-volume"]["runtime_path"].as_str(),
+        Some("/opt/oci-volume-hook/bin/oci-volume-runtime"),
+        "the host's path, not the container's view of it"
+    );
+    let cfg = read(&root.join("etc/oci-volume-hook/config.toml"));
+    assert!(cfg.ends_with("chroots = [\"/srv/tenants/*\"]\n"), "{cfg}");
+
+    // A second run changes nothing; a changed ConfigMap replaces the file the installer wrote.
+    let o = install_node(&root, &["--once", "--config-source", cm_s]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already as asked"));
+    std::fs::write(&cm, "chroots = [\"/srv/other/*\"]\n").unwrap();
+    install_node(&root, &["--once", "--config-source", cm_s]);
+    assert!(read(&root.join("etc/oci-volume-hook/config.toml")).contains("/srv/other/*"));
+
+    let o = install_node(&root, &["--uninstall"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!dropin.exists(), "the registration is gone");
+    assert!(
+        root.join("opt/oci-volume-hook/bin/oci-volume-runtime")
+            .exists()
+    );
+}
+
+#[test]
+fn install_node_keeps_the_hosts_config_and_refuses_a_bad_configmap() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("host");
+    std::fs::create_dir_all(root.join("etc/oci-volume-hook")).unwrap();
+    std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
+    let own = "# the operator's\nchroots = [\"/data/*\"]\n";
+    std::fs::write(root.join("etc/oci-volume-hook/config.toml"), own).unwrap();
+    let cm = t.path().join("config.toml");
+    std::fs::write(&cm, "chroots = [\"/srv/*\"]\n").unwrap();
+    let o = install_node(
+        &root,
+        &[
+            "--once",
+            "--restart",
+            "none",
+            "--config-source",
+            cm.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&root.join("etc/oci-volume-hook/config.toml")), own);
+    let ctd: toml::Value = toml::from_str(&read(&root.join("etc/containerd/config.toml"))).unwrap();
+    assert_eq!(
+        ctd["version"].as_integer(),
+        Some(2),
+        "a node without a config gets version 2"
+    );
+    install_node(&root, &["--uninstall"]);
+
+    // A bad ConfigMap: one line naming it, nothing on the host changed.
+    let empty = t.path().join("empty");
+    std::fs::create_dir_all(empty.join("etc/containerd")).unwrap();
+    let before = snapshot(&empty);
+    std::fs::write(&cm, "chroots = [\"/srv/*\"]\nunknown_key = 1\n").unwrap();
+    let o = install_node(&empty, &["--once", "--config-source", cm.to_str().unwrap()]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &[cm.to_str().unwrap(), "unknown_key", "nothing installed"],
+    );
+    assert_unchanged(&before, &snapshot(&empty), "bad ConfigMap");
+
+    // No runtime found: said so.
+    let none = t.path().join("none");
+    std::fs::create_dir_all(&none).unwrap();
+    let o = install_node(&none, &["--once"]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["neither containerd nor CRI-O", "--runtime"],
+    );
+}

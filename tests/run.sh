@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "tests/run.sh: cargo (Rust >= 1.85) is needed: install it with rustup" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "tests/run.sh: run as root: the tests chown, mount and start engines" >&2; exit 1; }
 
-packages=(runc podman busybox-static docker.io containerd jq rpm man-db)
+packages=(runc podman busybox-static docker.io containerd jq rpm man-db buildah python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -18,6 +18,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+# The Kubernetes tests (tests/e2e_cri.rs): a CRI client (grpcio from PyPI, in a venv under
+# target/) and the node installer image (static binaries, buildah), both made idempotently.
+bash tests/cri/setup.sh >/dev/null
+bash deploy/kubernetes/build-image.sh
 
 export OCI_VOLUME_HOOK_REQUIRE_E2E=1
 log=$(mktemp)

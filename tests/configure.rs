@@ -278,3 +278,41 @@ fn configure_crio_writes_a_drop_in_with_documented_keys() {
     assert_one_line_error(&o, "oci-volume-hook", &[path, "not valid TOML"]);
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "[crio.runtime\n");
 }
+
+/// containerd reads the file's `runtimes` instead of its built-in ones: registering on a node
+/// without a config file must not take `runc`, every other pod's handler, away. Checked with
+/// containerd's own `config dump`; `--remove` then leaves nothing of ours.
+#[test]
+fn configure_containerd_on_a_node_without_config_keeps_runc() {
+    let Some(containerd) = engine("containerd-dump", "containerd") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("config.toml");
+    let path = p.to_str().unwrap();
+    let o = configure_cri("containerd", &["--path", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let dump = Command::new(&containerd)
+        .args(["--config", path, "config", "dump"])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let v: toml::Value = toml::from_str(&String::from_utf8_lossy(&dump.stdout)).unwrap();
+    let runtimes = &v["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"];
+    assert_eq!(
+        runtimes
+            .get("runc")
+            .and_then(|r| r.get("runtime_type"))
+            .and_then(|v| v.as_str()),
+        Some("io.containerd.runc.v2"),
+        "containerd still has its runc handler:\n{}",
+        String::from_utf8_lossy(&dump.stdout)
+    );
+    assert_eq!(
+        runtimes["oci-volume"]["options"]["BinaryName"].as_str(),
+        Some("/usr/bin/oci-volume-runtime")
+    );
+    let o = configure_cri("containerd", &["--path", path, "--remove"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), "version = 2\n");
+}

@@ -102,12 +102,22 @@ fn in_place(
     original: Option<&str>,
 ) -> Result<Vec<Change>> {
     let path = req.path;
+    let default = default_runtime(doc, Version::V2.plugin());
     let runtimes = runtimes_mut(doc.as_table_mut(), Version::V2.plugin(), path)?;
     if req.remove {
         runtimes.remove(req.name);
+        let ours = runtimes
+            .get(BUILTIN)
+            .and_then(Item::as_table)
+            .and_then(|t| t.decor().prefix()?.as_str())
+            .is_some_and(|p| p.contains(BUILTIN_MARK));
+        if ours {
+            runtimes.remove(BUILTIN);
+        }
     } else {
         let handler = handler(runtimes, req.name, req.wrapper, path)?;
         runtimes.insert(req.name, Item::Table(handler));
+        keep_builtin(runtimes, &default);
     }
     let text = doc.to_string();
     if original == Some(text.as_str()) || (original.is_none() && req.remove) {
@@ -118,6 +128,34 @@ fn in_place(
         path: path.to_path_buf(),
         backup,
     }])
+}
+
+/// containerd's own default handler, which it defines when the file names no runtime.
+const BUILTIN: &str = "runc";
+const BUILTIN_MARK: &str = "# Added by oci-volume-hook with its handler: containerd's built-in runc handler,\n# which containerd forgets once this file names any other runtime.";
+
+fn default_runtime(doc: &DocumentMut, plugin: &str) -> String {
+    doc.get("plugins")
+        .and_then(|p| p.get(plugin))
+        .and_then(|c| c.get("containerd"))
+        .and_then(|c| c.get("default_runtime_name"))
+        .and_then(Item::as_str)
+        .unwrap_or(BUILTIN)
+        .to_string()
+}
+
+/// containerd decodes the file's `runtimes` over its defaults as a whole (`config dump` on
+/// 1.6 shows it): a file naming only our handler would leave no `runc`, the handler of
+/// every other pod. So, when the default handler is the built-in one and the file lacks
+/// it, it is written out as containerd defines it.
+fn keep_builtin(runtimes: &mut Table, default: &str) {
+    if default != BUILTIN || runtimes.contains_key(BUILTIN) {
+        return;
+    }
+    let mut runc = Table::new();
+    runc.decor_mut().set_prefix(format!("\n{BUILTIN_MARK}\n"));
+    runc.insert("runtime_type", value(RUNC_SHIM));
+    runtimes.insert(BUILTIN, Item::Table(runc));
 }
 
 /// `plugins.<plugin>.containerd.runtimes`, created as implicit tables (no empty headers).

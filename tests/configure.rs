@@ -316,3 +316,41 @@ fn configure_containerd_on_a_node_without_config_keeps_runc() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(&p).unwrap(), "version = 2\n");
 }
+
+/// containerd 1.6/1.7: an imported file's CRI section replaces the main file's, so a handler
+/// added to the main file would silently vanish. Refused, naming the file to use instead.
+#[test]
+fn configure_containerd_v2_refuses_when_an_import_holds_the_cri_section() {
+    let t = tempfile::tempdir().unwrap();
+    let p = t.path().join("config.toml");
+    let path = p.to_str().unwrap();
+    std::fs::create_dir_all(t.path().join("conf.d")).unwrap();
+    let main = "version = 2\nimports = [\"conf.d/*.toml\"]\n";
+    std::fs::write(&p, main).unwrap();
+    let cri = t.path().join("conf.d/10-cri.toml");
+    std::fs::write(
+        &cri,
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  sandbox_image = \"pause\"\n",
+    )
+    .unwrap();
+    let o = configure_cri("containerd", &["--path", path]);
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &[
+            path,
+            cri.to_str().unwrap(),
+            "replaces this file's",
+            "left unchanged",
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&p).unwrap(), main);
+    // Registered in that file instead, it holds.
+    let o = configure_cri("containerd", &["--path", cri.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(&cri)
+            .unwrap()
+            .contains("runtimes.oci-volume")
+    );
+}

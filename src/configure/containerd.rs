@@ -102,6 +102,9 @@ fn in_place(
     original: Option<&str>,
 ) -> Result<Vec<Change>> {
     let path = req.path;
+    if !req.remove {
+        check_imports(req, doc)?;
+    }
     let default = default_runtime(doc, Version::V2.plugin());
     let runtimes = runtimes_mut(doc.as_table_mut(), Version::V2.plugin(), path)?;
     if req.remove {
@@ -314,6 +317,55 @@ fn drop_in(
         );
     }
     Ok(changes)
+}
+
+/// containerd 1.6/1.7 let an imported file's plugin section replace the main file's: a
+/// handler added here would be lost if an import carries the CRI section.
+fn check_imports(req: &Request, doc: &DocumentMut) -> Result<()> {
+    let conf_dir = req.path.parent().unwrap_or(Path::new("/"));
+    for entry in import_entries(doc, req.path)? {
+        for file in expand_import(req.root, conf_dir, &entry)? {
+            let Ok(Some(text)) = read_optional(&under(req.root, &file)?) else {
+                continue;
+            };
+            let has_cri = text
+                .parse::<DocumentMut>()
+                .ok()
+                .is_some_and(|d| d.get("plugins").and_then(|p| p.get(PLUGIN_V2)).is_some());
+            if has_cri {
+                bail!(
+                    "{}: the imported {} has its own [plugins.\"{PLUGIN_V2}\"] section, which replaces this file's; register there (--path {}); left unchanged",
+                    req.path.display(),
+                    file.display(),
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The files an `imports` entry names (a `*` in the file name only, as `conf.d/*.toml`).
+fn expand_import(root: &Path, conf_dir: &Path, entry: &str) -> Result<Vec<PathBuf>> {
+    let p = conf_dir.join(entry);
+    let Some(name) = p
+        .file_name()
+        .and_then(|n| n.to_str())
+        .filter(|n| n.contains('*'))
+    else {
+        return Ok(vec![p]);
+    };
+    let dir = p.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let Ok(list) = std::fs::read_dir(under(root, &dir)?) else {
+        return Ok(vec![]);
+    };
+    let mut out: Vec<PathBuf> = list
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|f| glob_dir(&dir, name, f).is_some())
+        .map(|f| dir.join(f))
+        .collect();
+    out.sort();
+    Ok(out)
 }
 
 fn import_entries(doc: &DocumentMut, path: &Path) -> Result<Vec<String>> {

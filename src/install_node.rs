@@ -261,7 +261,10 @@ fn restart(args: &Args, unit: &str) -> Result<()> {
     let mut cmd = Command::new(systemctl);
     cmd.args(["restart", unit])
         .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        // The host's /proc is mounted under the host root, so systemctl sees it is not in a
+        // chroot of its host; this makes sure it does not refuse as if it were.
+        .env("SYSTEMD_IGNORE_CHROOT", "1");
     // SAFETY: only async-signal-safe system calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::configure;
 use crate::logging::{self, Sink};
 use crate::prepare::{Action, Mode, MountPlan, Preparer};
+use crate::sources;
 use crate::spec::{self, View};
 use crate::staging;
 
@@ -125,7 +126,7 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sink = logging::init(&config.log, BIN);
+    let sink = logging::init(&config.log, BIN, None);
     let result = match cli.command.unwrap_or(Command::Hook) {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
@@ -163,7 +164,7 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let doc = spec::read_bundle_config(bundle)?;
     let view = View::of(&doc, bundle)?;
     let plans = Preparer::new(config, &view, Mode::Hook).prepare()?;
-    log_done(&plans);
+    sources::log_done(&plans);
     Ok(true)
 }
 
@@ -189,51 +190,28 @@ pub fn run_precreate(
     Ok(true)
 }
 
-/// Prepares the sources of `doc` and points each mount at what was prepared: its staging
-/// path under `stage_key` when sources are pinned, else its path resolved in the chroot.
+/// Prepares the sources of `doc` for precreate: pinned sources are staged under
+/// `<staging_dir>/<stage_key>` in the host's mount namespace, where podman's runtime will
+/// look, and the poststop hook (or the next run's sweep) takes them away.
 pub fn rewrite(
     config: &Config,
     doc: &mut Value,
     bundle: &Path,
     stage_key: &str,
 ) -> Result<Vec<MountPlan>> {
-    let view = View::of(doc, bundle)?;
-    let mut preparer = Preparer::new(config, &view, Mode::Rewrite);
-    let plans = preparer.prepare()?;
-    let checked = preparer.take_checked();
-    // Pinned: what a tenant could swap before the runtime mounts it.
-    let mut pins = Vec::new();
-    for (index, node) in &checked {
-        let plan = plans
+    let prepared = sources::prepare(config, doc, bundle)?;
+    if !prepared.pins.is_empty() {
+        let pins: Vec<_> = prepared
+            .pins
             .iter()
-            .find(|p| p.index == *index)
-            .expect("a plan per checked source");
-        if config.pin_sources && preparer.could_be_swapped(plan) {
-            pins.push((*index, &node.fd, node.kind));
-        }
-    }
-    let pinned: Vec<usize> = pins.iter().map(|(i, _, _)| *i).collect();
-    if !pins.is_empty() {
+            .map(|p| (p.index, &p.node.fd, p.node.kind))
+            .collect();
+        let dir = config.staging_dir.join(stage_key);
         let staged = staging::stage(&config.staging_dir, stage_key, &pins)
-            .with_context(|| format!("staging {}", config.staging_dir.join(stage_key).display()))?;
-        for (index, path) in staged {
-            spec::set_source(doc, index, &path)?;
-        }
-        tracing::info!(
-            "{} source(s) pinned under {}",
-            pins.len(),
-            config.staging_dir.join(stage_key).display()
-        );
+            .with_context(|| format!("staging {}", dir.display()))?;
+        sources::point_at(doc, &staged, &dir)?;
     }
-    // The others go through no directory a tenant can change: their in-chroot path holds.
-    for p in plans.iter().filter(|p| !pinned.contains(&p.index)) {
-        if let Some(resolved) = &p.resolved_source {
-            spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
-            tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
-        }
-    }
-    log_done(&plans);
-    Ok(plans)
+    Ok(prepared.plans)
 }
 
 /// precreate is not told the container id, yet the poststop stage, which takes staging away,
@@ -280,12 +258,6 @@ pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-fn log_done(plans: &[MountPlan]) {
-    let changed = plans.iter().filter(|p| p.action != Action::Nothing).count();
-    let in_chroots = plans.iter().filter(|p| p.chroot.is_some()).count();
-    tracing::info!("{in_chroots} mount(s) in chroots, {changed} changed");
 }
 
 /// A name for log lines when only config.json is at hand.

@@ -10,6 +10,7 @@ pub mod logging;
 pub mod ownership;
 pub mod prepare;
 pub mod resolve;
+pub mod sources;
 pub mod spec;
 pub mod staging;
 pub mod wrapper;

@@ -400,6 +400,48 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_file_parses_uncommented_and_takes_appended_keys() {
+        let shipped = include_str!("../packaging/config.toml");
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| {
+                l.strip_prefix('#')
+                    .filter(|l| l.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&uncommented).unwrap();
+        assert_eq!(
+            c.log.file.as_deref(),
+            Some(Path::new("/var/log/oci-volume-hook.log"))
+        );
+        assert_eq!(c.pin_sources, Pin::Always);
+        // An operator appends a top-level key at the end: it must stay top-level.
+        let c = Config::parse(&format!("{shipped}\nruntime = \"/usr/local/sbin/runc\"\n")).unwrap();
+        assert_eq!(c.runtime, "/usr/local/sbin/runc");
+    }
+
+    #[test]
+    fn pin_sources_values() {
+        for (text, want) in [
+            ("true", Pin::Always),
+            ("false", Pin::Never),
+            ("\"always\"", Pin::Always),
+            ("\"when-changeable\"", Pin::WhenChangeable),
+            ("\"never\"", Pin::Never),
+        ] {
+            assert_eq!(
+                Config::parse(&format!("pin_sources = {text}"))
+                    .unwrap()
+                    .pin_sources,
+                want
+            );
+        }
+        assert!(Config::parse("pin_sources = \"sometimes\"").is_err());
+    }
+
+    #[test]
     fn bad_values_are_errors() {
         assert!(Config::parse("seed_from_host = [\"etc/localtime\"]").is_err());
         assert!(Config::parse("seed_from_host = [\"/etc/../x\"]").is_err());

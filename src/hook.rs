@@ -184,6 +184,7 @@ pub fn run_precreate(
         precreate_prefix(&precreate_id(&doc).unwrap_or_else(|| "unknown".into())),
         std::process::id()
     );
+    sweep_stale_precreates(config);
     rewrite(config, &mut doc, &cwd, &key)?;
     serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
     stdout.flush().context("writing config.json to stdout")?;
@@ -238,6 +239,20 @@ pub fn precreate_id(doc: &Value) -> Option<String> {
         .map(String::from)
 }
 
+/// How long precreate staging may stay without its poststop: runc needs it only for the
+/// seconds of one create.
+pub const PRECREATE_STAGING_TTL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Takes away precreate staging of starts that failed after precreate (podman runs no
+/// poststop for them). Never fails the caller.
+fn sweep_stale_precreates(config: &Config) {
+    match staging::sweep_older_than(&config.staging_dir, "precreate-", PRECREATE_STAGING_TTL) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("swept {n} stale precreate staging director(ies)"),
+        Err(e) => tracing::warn!("sweeping stale precreate staging: {e:#}"),
+    }
+}
+
 /// The prefix of the staging keys of a precreate for container `id`; a pid follows, so
 /// containers that share a hostname stay apart.
 pub fn precreate_prefix(id: &str) -> String {
@@ -250,6 +265,7 @@ pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let state = spec::read_json(stdin, "OCI state on stdin")?;
     let id = state.get("id").and_then(Value::as_str).unwrap_or_default();
     let _span = tracing::info_span!("container", id = %id).entered();
+    sweep_stale_precreates(config);
     if staging::check_key(id).is_ok() {
         staging::cleanup(&config.staging_dir, id).with_context(|| format!("staging {id}"))?;
         staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(id))?;

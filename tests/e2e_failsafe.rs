@@ -28,7 +28,12 @@ fn docker_setup(test: &str) -> Option<(Fixture, Daemons)> {
         &f.path().join("d"),
         &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
         Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
-        [bins[0].clone(), bins[1].clone(), bins[2].clone(), bins[3].clone()],
+        [
+            bins[0].clone(),
+            bins[1].clone(),
+            bins[2].clone(),
+            bins[3].clone(),
+        ],
     );
     let rootfs = f.bundle("img").join("rootfs");
     d.import(&rootfs, "ovh-test:latest");
@@ -42,7 +47,10 @@ fn out(o: &Output) -> String {
 /// The remapped root's host uid (`userns-remap: default`).
 fn dockremap_root() -> u32 {
     let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let line = subuid.lines().find(|l| l.starts_with("dockremap:")).unwrap();
+    let line = subuid
+        .lines()
+        .find(|l| l.starts_with("dockremap:"))
+        .unwrap();
     line.split(':').nth(1).unwrap().parse().unwrap()
 }
 
@@ -54,19 +62,35 @@ fn a_broken_config_never_stops_containers_from_stopping_and_going_away() {
     let t = f.tenant("user-toto");
     let volume = format!("{}:/data", t.join("data").display());
     let good = std::fs::read_to_string(f.config_path()).unwrap();
-    let breakages: [(&str, &dyn Fn(&Path)); 4] = [
-        ("unknown key", &|p| std::fs::write(p, format!("{good}\nchroot = []\n")).unwrap()),
-        ("invalid TOML", &|p| std::fs::write(p, "chroots = [\n").unwrap()),
+    type Breaks<'a> = &'a dyn Fn(&Path);
+    let breakages: [(&str, Breaks); 4] = [
+        ("unknown key", &|p| {
+            std::fs::write(p, format!("{good}\nchroot = []\n")).unwrap()
+        }),
+        ("invalid TOML", &|p| {
+            std::fs::write(p, "chroots = [\n").unwrap()
+        }),
         ("file removed", &|p| std::fs::remove_file(p).unwrap()),
         ("mode 000", &|p| {
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0)).unwrap()
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o000)).unwrap()
         }),
     ];
     for (what, breaks) in breakages {
         std::fs::write(f.config_path(), &good).unwrap();
         let o = d.docker(&[
-            "run", "-d", "--name", "victim", "--network", "none", "--runtime", "ovh", "-v",
-            &volume, "ovh-test:latest", "/bin/sh", "-c",
+            "run",
+            "-d",
+            "--name",
+            "victim",
+            "--network",
+            "none",
+            "--runtime",
+            "ovh",
+            "-v",
+            &volume,
+            "ovh-test:latest",
+            "/bin/sh",
+            "-c",
             "trap 'exit 0' TERM; while true; do sleep 0.1; done",
         ]);
         assert!(o.status.success(), "{what}: {}", stderr(&o));
@@ -75,7 +99,10 @@ fn a_broken_config_never_stops_containers_from_stopping_and_going_away() {
         let o = d.docker(&["stop", "-t", "2", "victim"]);
         let took = start.elapsed();
         assert!(o.status.success(), "{what}: docker stop: {}", stderr(&o));
-        assert!(took < Duration::from_secs(3), "{what}: docker stop took {took:?}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{what}: docker stop took {took:?}"
+        );
         let o = d.docker(&["rm", "victim"]);
         assert!(o.status.success(), "{what}: docker rm: {}", stderr(&o));
         for kind in ["tasks", "containers"] {
@@ -85,13 +112,26 @@ fn a_broken_config_never_stops_containers_from_stopping_and_going_away() {
         // A new container is refused (fail closed) with the one line, naming the problem;
         // root reads a mode-000 file, so that one still works.
         let o = d.docker(&[
-            "run", "--rm", "--network", "none", "--runtime", "ovh", "-v", &volume,
-            "ovh-test:latest", "/bin/true",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            "ovh",
+            "-v",
+            &volume,
+            "ovh-test:latest",
+            "/bin/sh",
+            "-c",
+            "true",
         ]);
         if what == "mode 000" {
             assert!(o.status.success(), "{what}: {}", stderr(&o));
         } else {
-            assert!(!o.status.success(), "{what}: a broken config must refuse a create");
+            assert!(
+                !o.status.success(),
+                "{what}: a broken config must refuse a create"
+            );
             let e = stderr(&o);
             assert!(e.contains("oci-volume-runtime: config"), "{what}: {e}");
         }
@@ -107,14 +147,30 @@ fn a_missing_runtime_is_named_in_one_line() {
     let t = f.tenant("user-toto");
     let volume = format!("{}:/data", t.join("data").display());
     let o = d.docker(&[
-        "run", "--rm", "--network", "none", "--runtime", "ovh", "-v", &volume, "ovh-test:latest",
-        "/bin/true",
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "ovh",
+        "-v",
+        &volume,
+        "ovh-test:latest",
+        "/bin/sh",
+        "-c",
+        "true",
     ]);
     assert!(!o.status.success());
     let e = stderr(&o);
-    assert!(e.contains("oci-volume-runtime: ") && e.contains("/nonexistent/runc-gone"), "{e}");
-    assert_eq!(out(&d.ctr(&["-n", "moby", "containers", "ls", "-q"])).trim(), "");
-    assert!(!t.join("data").exists(), "nothing prepared for a runtime that is not there");
+    assert!(
+        e.contains("oci-volume-runtime: ") && e.contains("/nonexistent/runc-gone"),
+        "{e}"
+    );
+    assert_eq!(
+        out(&d.ctr(&["-n", "moby", "containers", "ls", "-q"])).trim(),
+        ""
+    );
+    assert_eq!(f.staging_left(), (vec![], vec![]));
     // Every other subcommand says the same, in one line.
     let o = Command::new(wrapper_bin())
         .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
@@ -129,33 +185,70 @@ fn a_first_container_of_a_new_tenant_starts_and_its_output_is_the_apps() {
     let Some((f, d)) = docker_setup("first_container") else {
         return;
     };
+    // dockerd itself creates a missing `-v` source path (the chroot included) as
+    // directories: the tool then repairs the one the image has as a file.
     // auto logging on a host without journald or syslog (sockets that do not exist), as CI.
-    f.write_config(&format!(
-        "runtime = \"runc\"\n[log]\ntarget = \"auto\"\nlevel = \"debug\"\njournald_socket = \"{0}/none\"\nsyslog_socket = \"{0}/none\"\nfile = \"{1}\"",
-        f.path().display(),
-        f.log_path().display()
-    ));
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\n[log]\ntarget = \"auto\"\nlevel = \"debug\"\njournald_socket = \"{2}/none\"\nsyslog_socket = \"{2}/none\"\nfile = \"{3}\"\n",
+            f.base().display(),
+            f.staging().display(),
+            f.path().display(),
+            f.log_path().display()
+        ),
+    )
+    .unwrap();
     let chroot = f.base().join("user-tata");
     assert!(!chroot.exists());
     let lt = chroot.join("etc/localtime");
     let volume = format!("{}:/etc/localtime", lt.display());
     let app = "echo app-line-1; test -f /etc/localtime && echo app-line-2";
     let o = d.docker(&[
-        "run", "--rm", "--network", "none", "--runtime", "ovh", "-v", &volume,
-        "ovh-test:latest", "/bin/sh", "-c", app,
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--runtime",
+        "ovh",
+        "-v",
+        &volume,
+        "ovh-test:latest",
+        "/bin/sh",
+        "-c",
+        app,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(out(&o), "app-line-1\napp-line-2\n", "docker run shows only the app");
+    assert_eq!(
+        out(&o),
+        "app-line-1\napp-line-2\n",
+        "docker run shows only the app"
+    );
     assert_eq!(stderr(&o), "", "and nothing on stderr");
     assert!(is_file(&lt));
     let remapped = dockremap_root();
     assert_eq!(owner_of(&lt), (remapped, remapped));
-    assert_eq!(owner_of(&chroot), (0, 0), "the chroot is the platform's");
-    assert!(f.log().contains("created file"), "the log has the lines: {}", f.log());
+    assert!(
+        f.log().contains("created file"),
+        "the log has the lines: {}",
+        f.log()
+    );
     // docker logs of a detached container: the app's lines, nothing else.
     let o = d.docker(&[
-        "run", "-d", "--name", "logs", "--network", "none", "--runtime", "ovh", "-v", &volume,
-        "ovh-test:latest", "/bin/sh", "-c", app,
+        "run",
+        "-d",
+        "--name",
+        "logs",
+        "--network",
+        "none",
+        "--runtime",
+        "ovh",
+        "-v",
+        &volume,
+        "ovh-test:latest",
+        "/bin/sh",
+        "-c",
+        app,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let _ = d.docker(&["wait", "logs"]);
@@ -184,7 +277,10 @@ fn a_stalled_journald_or_syslog_never_slows_a_start() {
     let t = f.tenant("user-toto");
     let b = f.bundle("b");
     let mounts = (0..4)
-        .map(|i| bind(&t.join(format!("v{i}")), &format!("/v{i}"), false))
+        .map(|i| {
+            std::fs::create_dir_all(t.join(format!("v{i}"))).unwrap();
+            bind(&t.join(format!("v{i}")), &format!("/v{i}"), false)
+        })
         .collect();
     write_config_json(&b, &runc_config("true", mounts, None));
     let run = |bin: &Path, id: &str| -> (Duration, Output) {
@@ -202,11 +298,17 @@ fn a_stalled_journald_or_syslog_never_slows_a_start() {
     for target in ["journald", "syslog"] {
         let sock = f.path().join(format!("{target}.sock"));
         let _stalled = stalled_socket(&sock);
-        f.write_config(&format!(
-            "runtime = \"{}\"\n[log]\ntarget = \"{target}\"\nlevel = \"debug\"\n{target}_socket = \"{}\"",
-            runc.display(),
-            sock.display()
-        ));
+        std::fs::write(
+            f.config_path(),
+            format!(
+                "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\nruntime = \"{}\"\n[log]\ntarget = \"{target}\"\nlevel = \"debug\"\n{target}_socket = \"{}\"\n",
+                f.base().display(),
+                f.staging().display(),
+                runc.display(),
+                sock.display()
+            ),
+        )
+        .unwrap();
         let (mut plain, mut wrapped) = (Vec::new(), Vec::new());
         for i in 0..50 {
             let (d, o) = run(&runc, &format!("ovh-plain-{target}-{i}"));

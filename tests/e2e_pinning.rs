@@ -27,7 +27,11 @@ fn build_swapper(rootfs: &Path) {
         .arg(&src)
         .output()
         .expect("cc (gcc and libc6-dev) builds the swap helper");
-    assert!(o.status.success(), "cc: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 /// A tenant tree for the swap: `vol/` (the volume) and `alt -> /etc`; the host's
@@ -61,7 +65,12 @@ fn docker_root_tenant_swapping_a_volume_never_exposes_the_host() {
         &f.path().join("d"),
         &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
         Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
-        [bins[0].clone(), bins[1].clone(), bins[2].clone(), bins[3].clone()],
+        [
+            bins[0].clone(),
+            bins[1].clone(),
+            bins[2].clone(),
+            bins[3].clone(),
+        ],
     );
     let rootfs = f.bundle("img").join("rootfs");
     build_swapper(&rootfs);
@@ -72,21 +81,45 @@ fn docker_root_tenant_swapping_a_volume_never_exposes_the_host() {
     // with the whole chroot mounted, exchanging vol and alt as fast as it can.
     let chroot = format!("{}:/t", t.display());
     let o = d.docker(&[
-        "run", "-d", "--name", "attacker", "--userns=host", "--network", "none", "-v", &chroot,
-        "ovh-race:latest", "/bin/swap", "/t/vol", "/t/alt",
+        "run",
+        "-d",
+        "--name",
+        "attacker",
+        "--userns=host",
+        "--network",
+        "none",
+        "-v",
+        &chroot,
+        "ovh-race:latest",
+        "/bin/swap",
+        "/t/vol",
+        "/t/alt",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let volume = format!("{}:/v:ro", t.join("vol").display());
     let victim = |d: &Daemons| {
         d.docker(&[
-            "run", "--rm", "--network", "none", "--runtime", "ovh", "-v", &volume,
-            "ovh-race:latest", "/bin/sh", "-c", VICTIM,
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            "ovh",
+            "-v",
+            &volume,
+            "ovh-race:latest",
+            "/bin/sh",
+            "-c",
+            VICTIM,
         ])
     };
     // Without pinning the race bites: the runtime mounts the host's /etc.
     f.write_config("runtime = \"runc\"\npin_sources = false");
     let bitten = (0..80).any(|_| exposed(&victim(&d).stdout));
-    assert!(bitten, "the swap loop never won against unpinned sources: the test proves nothing");
+    assert!(
+        bitten,
+        "the swap loop never won against unpinned sources: the test proves nothing"
+    );
     // Pinned (the default): 0 of 100.
     f.write_config("runtime = \"runc\"");
     let (mut started, mut leaked) = (0, 0);
@@ -163,8 +196,14 @@ fn podman_precreate_under_a_swap_loop_never_exposes_the_host() {
     }
     stop.store(true, Ordering::Relaxed);
     attacker.join().unwrap();
-    assert_eq!(leaked, 0, "host files exposed in {leaked} of 100 podman starts");
-    assert!(started >= 50, "only {started} of 100 podman containers started");
+    assert_eq!(
+        leaked, 0,
+        "host files exposed in {leaked} of 100 podman starts"
+    );
+    assert!(
+        started >= 50,
+        "only {started} of 100 podman containers started"
+    );
 }
 
 /// Counts mounts at or below `dir` other than `dir` itself.
@@ -212,7 +251,11 @@ fn killed_creates_leave_no_staging_behind() {
         // Kill the wrapper alone, or the wrapper and runc, at some moment of the create.
         std::thread::sleep(Duration::from_micros((i * 7919) % 40_000));
         let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
-        let target = if i % 2 == 0 { nix::unistd::Pid::from_raw(child.id() as i32) } else { pgid };
+        let target = if i % 2 == 0 {
+            nix::unistd::Pid::from_raw(child.id() as i32)
+        } else {
+            pgid
+        };
         let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait();
         let _ = Command::new(&runc)
@@ -239,12 +282,28 @@ fn a_shared_volume_still_propagates_mounts_back_to_the_host() {
     std::fs::create_dir_all(vol.join("sub")).unwrap();
     // The volume is a shared mount, as Kubernetes' Bidirectional propagation needs.
     use nix::mount::{MsFlags, mount};
-    mount(Some(&vol), &vol, None::<&str>, MsFlags::MS_BIND, None::<&str>).unwrap();
-    mount(None::<&str>, &vol, None::<&str>, MsFlags::MS_SHARED, None::<&str>).unwrap();
+    mount(
+        Some(&vol),
+        &vol,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &vol,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
     let b = f.bundle("b");
     let mut doc = runc_config(
         "mount -t tmpfs -o size=64k ovh-propagated /v/sub && echo mounted",
-        vec![json!({"destination": "/v", "type": "bind", "source": vol, "options": ["rbind", "rshared"]})],
+        vec![
+            json!({"destination": "/v", "type": "bind", "source": vol, "options": ["rbind", "rshared"]}),
+        ],
         None,
     );
     for set in ["bounding", "effective", "permitted"] {
@@ -266,7 +325,11 @@ fn a_shared_volume_still_propagates_mounts_back_to_the_host() {
         .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "mounted\n");
-    assert!(f.log().contains("pinned under"), "the volume was pinned: {}", f.log());
+    assert!(
+        f.log().contains("pinned under"),
+        "the volume was pinned: {}",
+        f.log()
+    );
     let seen = mounts_below(&vol);
     assert!(
         seen.iter().any(|m| Path::new(m) == vol.join("sub")),

@@ -160,8 +160,13 @@ impl Default for Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let table = e.span().and_then(|span| table_at(text, span.start));
+            match table {
+                Some(t) => anyhow::anyhow!("{} (read inside table {t})", one_line(&e.to_string())),
+                None => anyhow::anyhow!("{}", one_line(&e.to_string())),
+            }
+        })?;
         if config.log.target == LogTarget::File && config.log.file.is_none() {
             bail!("log.target = \"file\" needs log.file");
         }
@@ -308,6 +313,17 @@ impl Config {
     }
 }
 
+/// The `[table]` header in force at byte `at` of `text`, if any: a key appended after a
+/// table lands in it, and the error should say so.
+fn table_at(text: &str, at: usize) -> Option<String> {
+    text.get(..at)?
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .next_back()
+        .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
+}
+
 /// toml's messages span several lines with a source excerpt; errors here are one line.
 fn one_line(msg: &str) -> String {
     let mut parts = msg
@@ -341,6 +357,13 @@ mod tests {
         assert!(!msg.contains('\n'), "{msg}");
         let err = Config::parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("levl"));
+        // A key appended after a table is read inside it: the error says which.
+        let err = Config::parse("[log]\nlevel = \"info\"\nchroots = [\"/a/*\"]\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("chroots") && msg.contains("inside table [log]"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::config::Config;
 use crate::configure;
 use crate::logging::{self, Sink};
+use crate::precreate;
 use crate::prepare::{Action, Mode, MountPlan, Preparer};
 use crate::sources;
 use crate::spec::{self, View};
@@ -41,6 +42,19 @@ enum Command {
     Precreate,
     /// poststop stage: takes away the container's staging mounts (OCI state on stdin).
     Cleanup,
+    /// Started by precreate, detached: takes its staging away once runc is done with it.
+    #[command(hide = true)]
+    ReapPrecreate {
+        #[arg(long)]
+        staging_dir: PathBuf,
+        #[arg(long)]
+        key: String,
+        /// PID:STARTTIME of the podman process that ran the hook
+        #[arg(long)]
+        parent: String,
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+    },
     /// Registers the runtime wrapper with an engine.
     Configure {
         #[command(subcommand)]
@@ -84,6 +98,20 @@ enum Engine {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ReapPrecreate {
+        staging_dir,
+        key,
+        parent,
+        pidfile,
+    }) = &cli.command
+    {
+        let (pid, start) = parent.split_once(':').unwrap_or((parent, "0"));
+        let parent = (pid.parse().unwrap_or(0), start.parse().unwrap_or(0));
+        return match precreate::reap(staging_dir, key, pidfile.as_deref(), parent) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     if let Some(Command::Configure {
         engine:
             Engine::Docker {
@@ -130,8 +158,10 @@ pub fn main() -> ExitCode {
     let result = match cli.command.unwrap_or(Command::Hook) {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
-        Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
-        Command::Configure { .. } => unreachable!("handled above"),
+        Command::Precreate => precreate::run(&config, io::stdin().lock(), &mut io::stdout().lock()),
+        Command::Configure { .. } | Command::ReapPrecreate { .. } => {
+            unreachable!("handled above")
+        }
         Command::Plan { bundle, json } => {
             run_plan(&config, &bundle, json, &mut io::stdout().lock())
         }
@@ -168,109 +198,18 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     Ok(true)
 }
 
-/// podman's precreate stage: the config on stdin, the prepared config on stdout. Nothing is
-/// written to stdout unless preparation succeeded.
-pub fn run_precreate(
-    config: &Config,
-    stdin: impl io::Read,
-    stdout: &mut impl Write,
-) -> Result<bool> {
-    let mut doc = spec::read_json(stdin, "config.json on stdin")?;
-    let id = container_id(&doc);
-    let _span = tracing::info_span!("container", id = %id).entered();
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let key = format!(
-        "{}{}",
-        precreate_prefix(&precreate_id(&doc).unwrap_or_else(|| "unknown".into())),
-        std::process::id()
-    );
-    sweep_stale_precreates(config);
-    rewrite(config, &mut doc, &cwd, &key)?;
-    serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
-    stdout.flush().context("writing config.json to stdout")?;
-    Ok(true)
-}
-
-/// Prepares the sources of `doc` for precreate: pinned sources are staged under
-/// `<staging_dir>/<stage_key>` in the host's mount namespace, where podman's runtime will
-/// look, and the poststop hook (or the next run's sweep) takes them away.
-pub fn rewrite(
-    config: &Config,
-    doc: &mut Value,
-    bundle: &Path,
-    stage_key: &str,
-) -> Result<Vec<MountPlan>> {
-    let prepared = sources::prepare(config, doc, bundle)?;
-    if !prepared.pins.is_empty() {
-        let pins: Vec<_> = prepared
-            .pins
-            .iter()
-            .map(|p| (p.index, &p.node.fd, p.node.kind))
-            .collect();
-        let dir = config.staging_dir.join(stage_key);
-        let staged = staging::stage(&config.staging_dir, stage_key, &pins)
-            .with_context(|| format!("staging {}", dir.display()))?;
-        sources::point_at(doc, &staged, &dir)?;
-    }
-    Ok(prepared.plans)
-}
-
-/// precreate is not told the container id, yet the poststop stage, which takes staging away,
-/// only knows the id. podman's own mounts (`/etc/hostname`, `/etc/hosts`...) come from
-/// `.../<id>/userdata/...`; failing that, the hostname, which podman makes the short id.
-pub fn precreate_id(doc: &Value) -> Option<String> {
-    let sources = doc
-        .get("mounts")?
-        .as_array()?
-        .iter()
-        .filter_map(|m| m.get("source")?.as_str());
-    for src in sources {
-        let parts: Vec<&str> = src.split('/').collect();
-        for w in parts.windows(2) {
-            if w[1] == "userdata" && w[0].len() == 64 && w[0].bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                return Some(w[0].to_string());
-            }
-        }
-    }
-    doc.get("hostname")
-        .and_then(Value::as_str)
-        .filter(|h| staging::check_key(h).is_ok())
-        .map(String::from)
-}
-
-/// How long precreate staging may stay without its poststop: runc needs it only for the
-/// seconds of one create.
-pub const PRECREATE_STAGING_TTL: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Takes away precreate staging of starts that failed after precreate (podman runs no
-/// poststop for them). Never fails the caller.
-fn sweep_stale_precreates(config: &Config) {
-    match staging::sweep_older_than(&config.staging_dir, "precreate-", PRECREATE_STAGING_TTL) {
-        Ok(0) => {}
-        Ok(n) => tracing::info!("swept {n} stale precreate staging director(ies)"),
-        Err(e) => tracing::warn!("sweeping stale precreate staging: {e:#}"),
-    }
-}
-
-/// The prefix of the staging keys of a precreate for container `id`; a pid follows, so
-/// containers that share a hostname stay apart.
-pub fn precreate_prefix(id: &str) -> String {
-    format!("precreate-{id}-")
-}
-
 /// The poststop stage: takes away the container's staging mounts (by id for the wrapper, by
 /// annotations for precreate).
 pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let state = spec::read_json(stdin, "OCI state on stdin")?;
     let id = state.get("id").and_then(Value::as_str).unwrap_or_default();
     let _span = tracing::info_span!("container", id = %id).entered();
-    sweep_stale_precreates(config);
+    precreate::sweep_stale(config);
     if staging::check_key(id).is_ok() {
         staging::cleanup(&config.staging_dir, id).with_context(|| format!("staging {id}"))?;
-        staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(id))?;
+        staging::cleanup_prefix(&config.staging_dir, &precreate::prefix(id))?;
         if let Some(short) = id.get(..12) {
-            staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(short))?;
+            staging::cleanup_prefix(&config.staging_dir, &precreate::prefix(short))?;
         }
     }
     Ok(true)

@@ -8,6 +8,7 @@ pub mod configure;
 pub mod hook;
 pub mod logging;
 pub mod ownership;
+pub mod precreate;
 pub mod prepare;
 pub mod resolve;
 pub mod sources;

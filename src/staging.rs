@@ -194,16 +194,20 @@ pub fn cleanup_prefix(base: &Path, prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Takes `dir` and everything staged in it away. Another cleaner (a poststop hook, the
+/// precreate reaper) may be at it at the same moment: what is already gone is fine.
 fn remove(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     // Detaches the key directory's own mount and every staging mount below it at once.
     match umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-        Ok(()) | Err(Errno::EINVAL) => {}
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(e).with_context(|| format!("unmounting {}", dir.display())),
     }
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
     for entry in entries {
         let path = entry?.path();
         // Only left if something was mounted here without the key directory's own mount.
@@ -212,15 +216,22 @@ fn remove(dir: &Path) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("unmounting {}", path.display())),
         }
         // Placeholders the tool made itself, in its own root-only directory.
-        let md = std::fs::symlink_metadata(&path)?;
-        if md.is_dir() {
-            std::fs::remove_dir(&path)
-        } else {
-            std::fs::remove_file(&path)
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.is_dir() => std::fs::remove_dir(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Err(e) if !gone(&e) => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
         }
-        .with_context(|| format!("removing {}", path.display()))?;
     }
-    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
+    match std::fs::remove_dir(dir) {
+        Err(e) if !gone(&e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Creates `<base>` (root's, mode 0700) and makes it a private mount, under a lock so that

@@ -185,6 +185,10 @@ fn pass_through(args: &[OsString], runtime_log: Option<&RuntimeLog>) -> i32 {
             config.runtime
         );
     }
+    if matches!(args, [a] if a == "--version" || a == "-v") {
+        // The wrapper's own version first, then the runtime's, as other wrappers do.
+        println!("{BIN} version {}", env!("CARGO_PKG_VERSION"));
+    }
     match find_runtime(&config.runtime, std::env::var_os("PATH").as_deref()) {
         Ok(runtime) => exec(&runtime, args, runtime_log, Sink::None),
         Err(e) => fail(runtime_log, Sink::None, &e.context(config_path_hint())),

@@ -328,3 +328,114 @@ fn a_stalled_journald_or_syslog_never_slows_a_start() {
         std::fs::remove_file(&sock).unwrap();
     }
 }
+
+/// A hooks directory with the precreate stage and, optionally, the poststop cleanup.
+fn podman_hooks(f: &Fixture, poststop: bool) -> PathBuf {
+    let d = f.path().join("hooks.d");
+    std::fs::create_dir_all(&d).unwrap();
+    let hook = |stage: &str, cmd: &str| {
+        json!({"version": "1.0.0",
+               "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), cmd]},
+               "when": {"always": true}, "stages": [stage]})
+        .to_string()
+    };
+    std::fs::write(d.join("50-ovh.json"), hook("precreate", "precreate")).unwrap();
+    if poststop {
+        std::fs::write(d.join("60-ovh.json"), hook("poststop", "cleanup")).unwrap();
+    }
+    d
+}
+
+fn podman_run(
+    podman: &Path,
+    f: &Fixture,
+    hooks: &Path,
+    volume: &str,
+    rootfs: &Path,
+    cmd: &str,
+) -> Output {
+    let conf = f.path().join("containers.conf");
+    std::fs::write(&conf, "").unwrap();
+    podman_command(podman, f)
+        .env("CONTAINERS_CONF", &conf)
+        .arg("--hooks-dir")
+        .arg(hooks)
+        .args(podman_run_args(volume, rootfs, cmd))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn podman_starts_failing_after_precreate_leave_no_staging() {
+    let Some(podman) = engine("podman_failed_starts", "podman") else {
+        return;
+    };
+    let f = Fixture::new();
+    // No poststop hook: the staging must go without it (shown to stay without the reaper).
+    let hooks = podman_hooks(&f, false);
+    let t = f.tenant("user-pf");
+    std::fs::create_dir_all(t.join("data")).unwrap();
+    let rootfs = f.bundle("img").join("rootfs");
+    chown_tree(&rootfs, 200000);
+    let volume = format!("{}:/data", t.join("data").display());
+    for i in 0..20 {
+        // The command is not in the image: runc fails after precreate staged the source,
+        // and podman runs no poststop.
+        let o = podman_run(&podman, &f, &hooks, &volume, &rootfs, "x");
+        assert!(!o.status.success(), "start {i} was meant to fail");
+    }
+    let o = podman_run(&podman, &f, &hooks, &volume, &rootfs, "echo ran");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        f.log().contains("pinned under"),
+        "sources were staged: {}",
+        f.log()
+    );
+    // The reapers are detached processes: give the last one a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.staging_left() != (vec![], vec![]) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        f.staging_left(),
+        (vec![], vec![]),
+        "staging left by failed starts"
+    );
+}
+
+#[test]
+fn a_podman_refusal_is_findable_without_journald_or_syslog() {
+    let Some(podman) = engine("podman_refusal_log", "podman") else {
+        return;
+    };
+    let f = Fixture::new();
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\nlog.journald_socket = \"{2}/none\"\nlog.syslog_socket = \"{2}/none\"\nlog.file = \"{3}\"\n",
+            f.base().display(),
+            f.staging().display(),
+            f.path().display(),
+            f.log_path().display()
+        ),
+    )
+    .unwrap();
+    let hooks = podman_hooks(&f, false);
+    let t = f.tenant("user-pr");
+    std::fs::create_dir_all(t.join("zone/keep")).unwrap();
+    let rootfs = f.bundle("img").join("rootfs");
+    chown_tree(&rootfs, 200000);
+    // A non-empty directory where the image has a file: refused.
+    let volume = format!("{}:/etc/localtime", t.join("zone").display());
+    let o = podman_run(&podman, &f, &hooks, &volume, &rootfs, "true");
+    assert!(!o.status.success());
+    let log = f.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("ERROR"))
+        .unwrap_or_else(|| panic!("no refusal in the log file: {log:?}"));
+    assert!(
+        line.contains("mount /etc/localtime") && line.contains("non-empty directory"),
+        "{line}"
+    );
+}

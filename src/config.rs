@@ -319,8 +319,7 @@ fn table_at(text: &str, at: usize) -> Option<String> {
     text.get(..at)?
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with('['))
-        .next_back()
+        .rfind(|l| l.starts_with('['))
         .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
 }
 

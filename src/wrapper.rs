@@ -13,13 +13,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
+use crate::signals;
 use crate::sources;
 use crate::spec;
 use crate::staging;
-use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-use nix::unistd::Pid;
-use std::ffi::c_int;
-use std::sync::atomic::{AtomicI32, Ordering};
 
 pub const BIN: &str = "oci-volume-runtime";
 
@@ -292,17 +289,6 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>>
     Ok(Some(Original { path, bytes }))
 }
 
-/// The child runtime, for the signal handler.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-
-extern "C" fn forward(sig: c_int) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // kill(2) is async-signal-safe.
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::try_from(sig).ok());
-    }
-}
-
 /// Runs the runtime as a child with the argv unchanged (stdio and every inherited
 /// descriptor pass through), forwards signals to it, and returns its exit status.
 fn supervise(
@@ -311,36 +297,19 @@ fn supervise(
     runtime_log: Option<&RuntimeLog>,
     sink: Sink,
 ) -> i32 {
-    const FORWARDED: [Signal; 7] = [
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGWINCH,
-    ];
-    let action = SigAction::new(
-        SigHandler::Handler(forward),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for sig in FORWARDED {
-        // SAFETY: the handler only reads an atomic and calls kill(2).
-        let _ = unsafe { sigaction(sig, &action) };
-    }
+    signals::install_forwarding();
     let status = std::process::Command::new(runtime)
         .arg0(runtime)
         .args(args)
         .spawn()
         .and_then(|mut child| {
-            CHILD.store(child.id() as i32, Ordering::SeqCst);
+            signals::forward_to(child.id());
             child.wait()
         });
     match status {
         Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
             (Some(code), _) => code,
-            (None, Some(sig)) => 128 + sig,
+            (None, Some(sig)) => signals::die_like(sig),
             _ => 1,
         },
         Err(e) => {

@@ -58,7 +58,13 @@ pub struct Log {
     /// error, warn, info, debug or trace.
     pub level: String,
     pub target: LogTarget,
+    /// The file for `target = "file"`, and where `auto` writes when neither journald nor
+    /// syslog answers (default /var/log/oci-volume-hook.log).
     pub file: Option<PathBuf>,
+    /// journald's native socket.
+    pub journald_socket: PathBuf,
+    /// The syslog socket.
+    pub syslog_socket: PathBuf,
 }
 
 impl Default for Log {
@@ -67,6 +73,47 @@ impl Default for Log {
             level: "info".into(),
             target: LogTarget::Auto,
             file: None,
+            journald_socket: crate::logging::JOURNALD_SOCKET.into(),
+            syslog_socket: crate::logging::SYSLOG_SOCKET.into(),
+        }
+    }
+}
+
+/// Which prepared sources are pinned (handed to the runtime as a mount of the checked inode
+/// instead of a path it would resolve again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pin {
+    /// Every source in a chroot (`true`): safe whatever tenants can do.
+    #[default]
+    Always,
+    /// Only sources below a directory that is not root's or that others may write. Safe only
+    /// if no tenant process ever runs as host root (every container of every tenant in a
+    /// user namespace): a root tenant can rename entries of root-owned directories.
+    WhenChangeable,
+    /// Never (`false`): the runtime resolves the in-chroot path again, racing the tenant.
+    Never,
+}
+
+impl<'de> Deserialize<'de> for Pin {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Pin, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(Pin::Always),
+            Raw::Bool(false) => Ok(Pin::Never),
+            Raw::Name(n) => match n.as_str() {
+                "always" => Ok(Pin::Always),
+                "when-changeable" => Ok(Pin::WhenChangeable),
+                "never" => Ok(Pin::Never),
+                _ => Err(serde::de::Error::custom(format!(
+                    "pin_sources {n:?} is not true, false, \"always\", \"when-changeable\" or \"never\""
+                ))),
+            },
         }
     }
 }
@@ -87,7 +134,7 @@ pub struct Config {
     /// Pin each prepared source (wrapper and precreate): bind-mount the checked inode onto a
     /// root-only staging path and point config.json there, so the runtime cannot be made to
     /// mount anything else by a symlink swapped in after the check.
-    pub pin_sources: bool,
+    pub pin_sources: Pin,
     /// Where staging mounts live.
     pub staging_dir: PathBuf,
     /// The real OCI runtime the wrapper execs: a name looked up on PATH, or an absolute path.
@@ -103,7 +150,7 @@ impl Default for Config {
             ownership: Ownership::default(),
             seed_from_host: Vec::new(),
             allow_annotations: true,
-            pin_sources: true,
+            pin_sources: Pin::Always,
             staging_dir: PathBuf::from(crate::staging::DEFAULT_BASE),
             runtime: "runc".into(),
             log: Log::default(),
@@ -113,8 +160,13 @@ impl Default for Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config =
-            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let table = e.span().and_then(|span| table_at(text, span.start));
+            match table {
+                Some(t) => anyhow::anyhow!("{} (read inside table {t})", one_line(&e.to_string())),
+                None => anyhow::anyhow!("{}", one_line(&e.to_string())),
+            }
+        })?;
         if config.log.target == LogTarget::File && config.log.file.is_none() {
             bail!("log.target = \"file\" needs log.file");
         }
@@ -163,6 +215,44 @@ impl Config {
             }
             Err(e) => Err(e).with_context(|| format!("config {}", path.display())),
         }
+    }
+}
+
+impl Config {
+    /// For the runtime calls that must work whatever the configuration's state (everything
+    /// but create and run): the configuration, or — when it cannot be read or is invalid —
+    /// the defaults with whatever `runtime`, `staging_dir` and `[log]` can still be read from
+    /// it, and the problem.
+    pub fn load_lenient() -> (Config, Option<anyhow::Error>) {
+        let problem = match Config::load(None) {
+            Ok(c) => return (c, None),
+            Err(e) => e,
+        };
+        let mut config = Config::default();
+        let path = std::env::var_os(ENV_PATH)
+            .filter(|v| !v.is_empty())
+            .map_or_else(|| PathBuf::from(DEFAULT_PATH), PathBuf::from);
+        let table = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .unwrap_or_default();
+        if let Some(r) = table
+            .get("runtime")
+            .and_then(|v| v.as_str())
+            .filter(|r| !r.is_empty())
+        {
+            config.runtime = r.to_string();
+        }
+        if let Some(s) = table.get("staging_dir").and_then(|v| v.as_str()) {
+            config.staging_dir = PathBuf::from(s);
+        }
+        if let Some(log) = table
+            .get("log")
+            .and_then(|l| Log::deserialize(l.clone()).ok())
+        {
+            config.log = log;
+        }
+        (config, Some(problem))
     }
 }
 
@@ -223,6 +313,16 @@ impl Config {
     }
 }
 
+/// The `[table]` header in force at byte `at` of `text`, if any: a key appended after a
+/// table lands in it, and the error should say so.
+fn table_at(text: &str, at: usize) -> Option<String> {
+    text.get(..at)?
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('['))
+        .map(|l| l.split('#').next().unwrap_or(l).trim().to_string())
+}
+
 /// toml's messages span several lines with a source excerpt; errors here are one line.
 fn one_line(msg: &str) -> String {
     let mut parts = msg
@@ -256,6 +356,13 @@ mod tests {
         assert!(!msg.contains('\n'), "{msg}");
         let err = Config::parse("[log]\nlevl = \"info\"\n").unwrap_err();
         assert!(format!("{err:#}").contains("levl"));
+        // A key appended after a table is read inside it: the error says which.
+        let err = Config::parse("[log]\nlevel = \"info\"\nchroots = [\"/a/*\"]\n").unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("chroots") && msg.contains("inside table [log]"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -312,6 +419,48 @@ mod tests {
                 .is_err()
         );
         assert!(off.settings(&a(&[("unrelated", "x")])).is_ok());
+    }
+
+    #[test]
+    fn the_shipped_file_parses_uncommented_and_takes_appended_keys() {
+        let shipped = include_str!("../packaging/config.toml");
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| {
+                l.strip_prefix('#')
+                    .filter(|l| l.contains(" = "))
+                    .unwrap_or(l)
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let c = Config::parse(&uncommented).unwrap();
+        assert_eq!(
+            c.log.file.as_deref(),
+            Some(Path::new("/var/log/oci-volume-hook.log"))
+        );
+        assert_eq!(c.pin_sources, Pin::Always);
+        // An operator appends a top-level key at the end: it must stay top-level.
+        let c = Config::parse(&format!("{shipped}\nruntime = \"/usr/local/sbin/runc\"\n")).unwrap();
+        assert_eq!(c.runtime, "/usr/local/sbin/runc");
+    }
+
+    #[test]
+    fn pin_sources_values() {
+        for (text, want) in [
+            ("true", Pin::Always),
+            ("false", Pin::Never),
+            ("\"always\"", Pin::Always),
+            ("\"when-changeable\"", Pin::WhenChangeable),
+            ("\"never\"", Pin::Never),
+        ] {
+            assert_eq!(
+                Config::parse(&format!("pin_sources = {text}"))
+                    .unwrap()
+                    .pin_sources,
+                want
+            );
+        }
+        assert!(Config::parse("pin_sources = \"sometimes\"").is_err());
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::config::Config;
 use crate::configure;
 use crate::install_node;
 use crate::logging::{self, Sink};
+use crate::precreate;
 use crate::prepare::{Action, Mode, MountPlan, Preparer};
+use crate::sources;
 use crate::spec::{self, View};
 use crate::staging;
 
@@ -41,6 +43,19 @@ enum Command {
     Precreate,
     /// poststop stage: takes away the container's staging mounts (OCI state on stdin).
     Cleanup,
+    /// Started by precreate, detached: takes its staging away once runc is done with it.
+    #[command(hide = true)]
+    ReapPrecreate {
+        #[arg(long)]
+        staging_dir: PathBuf,
+        #[arg(long)]
+        key: String,
+        /// PID:STARTTIME of the podman process that ran the hook
+        #[arg(long)]
+        parent: String,
+        #[arg(long)]
+        pidfile: Option<PathBuf>,
+    },
     /// Registers the runtime wrapper with an engine.
     Configure {
         #[command(subcommand)]
@@ -64,6 +79,20 @@ enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ReapPrecreate {
+        staging_dir,
+        key,
+        parent,
+        pidfile,
+    }) = &cli.command
+    {
+        let (pid, start) = parent.split_once(':').unwrap_or((parent, "0"));
+        let parent = (pid.parse().unwrap_or(0), start.parse().unwrap_or(0));
+        return match precreate::reap(staging_dir, key, pidfile.as_deref(), parent) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(_) => ExitCode::FAILURE,
+        };
+    }
     // These need no configuration file: they edit the engines' (and install-node writes ours).
     match &cli.command {
         Some(Command::Configure { engine }) => return configure::run(engine),
@@ -78,12 +107,14 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let sink = logging::init(&config.log, BIN);
+    let sink = logging::init(&config.log, BIN, None);
     let result = match cli.command.unwrap_or(Command::Hook) {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
-        Command::Precreate => run_precreate(&config, io::stdin().lock(), &mut io::stdout().lock()),
-        Command::Configure { .. } | Command::InstallNode(_) => unreachable!("handled above"),
+        Command::Precreate => precreate::run(&config, io::stdin().lock(), &mut io::stdout().lock()),
+        Command::Configure { .. } | Command::InstallNode(_) | Command::ReapPrecreate { .. } => {
+            unreachable!("handled above")
+        }
         Command::Plan { bundle, json } => {
             run_plan(&config, &bundle, json, &mut io::stdout().lock())
         }
@@ -116,107 +147,8 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let doc = spec::read_bundle_config(bundle)?;
     let view = View::of(&doc, bundle)?;
     let plans = Preparer::new(config, &view, Mode::Hook).prepare()?;
-    log_done(&plans);
+    sources::log_done(&plans);
     Ok(true)
-}
-
-/// podman's precreate stage: the config on stdin, the prepared config on stdout. Nothing is
-/// written to stdout unless preparation succeeded.
-pub fn run_precreate(
-    config: &Config,
-    stdin: impl io::Read,
-    stdout: &mut impl Write,
-) -> Result<bool> {
-    let mut doc = spec::read_json(stdin, "config.json on stdin")?;
-    let id = container_id(&doc);
-    let _span = tracing::info_span!("container", id = %id).entered();
-    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let key = format!(
-        "{}{}",
-        precreate_prefix(&precreate_id(&doc).unwrap_or_else(|| "unknown".into())),
-        std::process::id()
-    );
-    rewrite(config, &mut doc, &cwd, &key)?;
-    serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
-    stdout.flush().context("writing config.json to stdout")?;
-    Ok(true)
-}
-
-/// Prepares the sources of `doc` and points each mount at what was prepared: its staging
-/// path under `stage_key` when sources are pinned, else its path resolved in the chroot.
-pub fn rewrite(
-    config: &Config,
-    doc: &mut Value,
-    bundle: &Path,
-    stage_key: &str,
-) -> Result<Vec<MountPlan>> {
-    let view = View::of(doc, bundle)?;
-    let mut preparer = Preparer::new(config, &view, Mode::Rewrite);
-    let plans = preparer.prepare()?;
-    let checked = preparer.take_checked();
-    // Pinned: what a tenant could swap before the runtime mounts it.
-    let mut pins = Vec::new();
-    for (index, node) in &checked {
-        let plan = plans
-            .iter()
-            .find(|p| p.index == *index)
-            .expect("a plan per checked source");
-        if config.pin_sources && preparer.could_be_swapped(plan) {
-            pins.push((*index, &node.fd, node.kind));
-        }
-    }
-    let pinned: Vec<usize> = pins.iter().map(|(i, _, _)| *i).collect();
-    if !pins.is_empty() {
-        let staged = staging::stage(&config.staging_dir, stage_key, &pins)
-            .with_context(|| format!("staging {}", config.staging_dir.join(stage_key).display()))?;
-        for (index, path) in staged {
-            spec::set_source(doc, index, &path)?;
-        }
-        tracing::info!(
-            "{} source(s) pinned under {}",
-            pins.len(),
-            config.staging_dir.join(stage_key).display()
-        );
-    }
-    // The others go through no directory a tenant can change: their in-chroot path holds.
-    for p in plans.iter().filter(|p| !pinned.contains(&p.index)) {
-        if let Some(resolved) = &p.resolved_source {
-            spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
-            tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
-        }
-    }
-    log_done(&plans);
-    Ok(plans)
-}
-
-/// precreate is not told the container id, yet the poststop stage, which takes staging away,
-/// only knows the id. podman's own mounts (`/etc/hostname`, `/etc/hosts`...) come from
-/// `.../<id>/userdata/...`; failing that, the hostname, which podman makes the short id.
-pub fn precreate_id(doc: &Value) -> Option<String> {
-    let sources = doc
-        .get("mounts")?
-        .as_array()?
-        .iter()
-        .filter_map(|m| m.get("source")?.as_str());
-    for src in sources {
-        let parts: Vec<&str> = src.split('/').collect();
-        for w in parts.windows(2) {
-            if w[1] == "userdata" && w[0].len() == 64 && w[0].bytes().all(|b| b.is_ascii_hexdigit())
-            {
-                return Some(w[0].to_string());
-            }
-        }
-    }
-    doc.get("hostname")
-        .and_then(Value::as_str)
-        .filter(|h| staging::check_key(h).is_ok())
-        .map(String::from)
-}
-
-/// The prefix of the staging keys of a precreate for container `id`; a pid follows, so
-/// containers that share a hostname stay apart.
-pub fn precreate_prefix(id: &str) -> String {
-    format!("precreate-{id}-")
 }
 
 /// The poststop stage: takes away the container's staging mounts (by id for the wrapper, by
@@ -225,20 +157,15 @@ pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let state = spec::read_json(stdin, "OCI state on stdin")?;
     let id = state.get("id").and_then(Value::as_str).unwrap_or_default();
     let _span = tracing::info_span!("container", id = %id).entered();
+    precreate::sweep_stale(config);
     if staging::check_key(id).is_ok() {
         staging::cleanup(&config.staging_dir, id).with_context(|| format!("staging {id}"))?;
-        staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(id))?;
+        staging::cleanup_prefix(&config.staging_dir, &precreate::prefix(id))?;
         if let Some(short) = id.get(..12) {
-            staging::cleanup_prefix(&config.staging_dir, &precreate_prefix(short))?;
+            staging::cleanup_prefix(&config.staging_dir, &precreate::prefix(short))?;
         }
     }
     Ok(true)
-}
-
-fn log_done(plans: &[MountPlan]) {
-    let changed = plans.iter().filter(|p| p.action != Action::Nothing).count();
-    let in_chroots = plans.iter().filter(|p| p.chroot.is_some()).count();
-    tracing::info!("{in_chroots} mount(s) in chroots, {changed} changed");
 }
 
 /// A name for log lines when only config.json is at hand.

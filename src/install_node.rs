@@ -61,6 +61,10 @@ pub struct Args {
     /// Only take the registration away
     #[arg(long)]
     pub uninstall: bool,
+    /// Internal: chroot into the host root and exec this command there (how the host's
+    /// systemctl is run, in a process of its own).
+    #[arg(long, hide = true, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
+    pub exec_in_host: Vec<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +82,9 @@ pub enum Restart {
 }
 
 pub fn main(args: &Args) -> ExitCode {
+    if !args.exec_in_host.is_empty() {
+        return fail(exec_in_host(&args.host_root, &args.exec_in_host));
+    }
     // Blocked from the start, so a SIGTERM that comes while installing is still seen, after.
     let mut signals = SigSet::empty();
     signals.add(Signal::SIGTERM);
@@ -257,23 +264,17 @@ fn restart(args: &Args, unit: &str) -> Result<()> {
         .into_iter()
         .find(|p| under(root, Path::new(p)).is_ok_and(|p| p.exists()))
         .ok_or_else(|| anyhow!("no systemctl under {}", root.display()))?;
-    let chroot_to = root.clone();
-    let mut cmd = Command::new(systemctl);
-    cmd.args(["restart", unit])
+    // A process of our own chroots and execs it: the installer itself stays where it is.
+    let me = std::env::current_exe().context("finding this binary")?;
+    let mut cmd = Command::new(me);
+    cmd.args(["install-node", "--host-root"])
+        .arg(root)
+        .args(["--exec-in-host", systemctl, "restart", unit])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         // The host's /proc is mounted under the host root, so systemctl sees it is not in a
         // chroot of its host; this makes sure it does not refuse as if it were.
         .env("SYSTEMD_IGNORE_CHROOT", "1");
-    // SAFETY: only async-signal-safe system calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            nix::unistd::chroot(chroot_to.as_path())?;
-            nix::unistd::chdir("/")?;
-            SigSet::all().thread_unblock()?;
-            Ok(())
-        });
-    }
     let status = cmd
         .status()
         .with_context(|| format!("running {systemctl} in {}", root.display()))?;
@@ -282,4 +283,21 @@ fn restart(args: &Args, unit: &str) -> Result<()> {
     }
     println!("{unit} restarted");
     Ok(())
+}
+
+/// chroot(2) into `root`, then exec `cmd` with the signals this installer blocks unblocked.
+/// Returns only on failure.
+fn exec_in_host(root: &Path, cmd: &[String]) -> anyhow::Error {
+    let run = || -> Result<std::io::Error> {
+        nix::unistd::chroot(root).with_context(|| format!("chroot {}", root.display()))?;
+        nix::unistd::chdir("/").context("chdir /")?;
+        SigSet::all()
+            .thread_unblock()
+            .context("unblocking signals")?;
+        Ok(Command::new(&cmd[0]).args(&cmd[1..]).exec())
+    };
+    match run() {
+        Ok(e) => anyhow!("exec {} in {}: {e}", cmd[0], root.display()),
+        Err(e) => e,
+    }
 }

@@ -2,6 +2,8 @@
 //! chroots — the type the image needs, the owner the container user maps to — without ever
 //! acting outside the chroot.
 
+#![deny(unsafe_code)]
+
 pub mod chroot;
 pub mod config;
 pub mod configure;
@@ -9,8 +11,11 @@ pub mod hook;
 pub mod install_node;
 pub mod logging;
 pub mod ownership;
+pub mod precreate;
 pub mod prepare;
 pub mod resolve;
+mod signals;
+pub mod sources;
 pub mod spec;
 pub mod staging;
 pub mod wrapper;

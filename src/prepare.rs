@@ -220,7 +220,7 @@ impl<'a> Preparer<'a> {
                 Capability::CAP_DAC_OVERRIDE,
                 Capability::CAP_FOWNER,
             ];
-            if self.mode == Mode::Rewrite && self.config.pin_sources {
+            if self.mode == Mode::Rewrite && self.config.pin_sources != config::Pin::Never {
                 needed.push(Capability::CAP_SYS_ADMIN); // the staging mounts
             }
             require_capabilities(&needed).with_context(|| p.name())?;

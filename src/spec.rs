@@ -15,7 +15,12 @@ use serde_json::Value;
 pub const MAX_DOCUMENT: u64 = 64 << 20;
 
 /// Reads one JSON document, refusing oversized input.
-pub fn read_json(mut input: impl Read, what: &str) -> Result<Value> {
+pub fn read_json(input: impl Read, what: &str) -> Result<Value> {
+    let buf = read_bounded(input, what)?;
+    serde_json::from_slice(&buf).with_context(|| format!("{what} is not valid JSON"))
+}
+
+fn read_bounded(mut input: impl Read, what: &str) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     input
         .by_ref()
@@ -25,15 +30,35 @@ pub fn read_json(mut input: impl Read, what: &str) -> Result<Value> {
     if buf.len() as u64 > MAX_DOCUMENT {
         bail!("{what} is larger than {} MiB", MAX_DOCUMENT >> 20);
     }
-    serde_json::from_slice(&buf).with_context(|| format!("{what} is not valid JSON"))
+    Ok(buf)
 }
 
 /// Reads `<bundle>/config.json`.
 pub fn read_bundle_config(bundle: &Path) -> Result<Value> {
+    let bytes = read_bundle_config_bytes(bundle)?;
+    parse_config(&bytes, &bundle.join("config.json"))
+}
+
+/// The bytes of `<bundle>/config.json`: a regular file, opened without blocking (a FIFO
+/// planted there must not hang the runtime).
+pub fn read_bundle_config_bytes(bundle: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = bundle.join("config.json");
-    let file = std::fs::File::open(&path)
-        .with_context(|| format!("bundle {}: cannot open config.json", bundle.display()))?;
-    read_json(file, &path.display().to_string())
+    let cannot = || format!("bundle {}: cannot open config.json", bundle.display());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(&path)
+        .with_context(cannot)?;
+    if !file.metadata().with_context(cannot)?.is_file() {
+        bail!("{}: config.json is not a regular file", cannot());
+    }
+    read_bounded(file, &path.display().to_string())
+}
+
+/// Parses config.json's bytes, naming the file in errors.
+pub fn parse_config(bytes: &[u8], path: &Path) -> Result<Value> {
+    serde_json::from_slice(bytes).with_context(|| format!("{} is not valid JSON", path.display()))
 }
 
 /// One entry of `mounts`, with its position so it can be edited in place.

@@ -4,8 +4,14 @@
 //! would let a tenant that swaps a directory for a symlink after the check have a host
 //! directory mounted; the staging path holds the checked inode, whatever the tenant does.
 //!
-//! Layout: `<base>/<key>/<mount index>`, `<base>` (default `/run/oci-volume-hook`) a private
-//! mount so that nothing staged propagates into other mount namespaces.
+//! Two layouts, `<base>` (default `/run/oci-volume-hook`) being a private mount in the host's
+//! namespace so that nothing staged propagates anywhere:
+//! - the runtime wrapper: `<base>/<mount index>` on a tmpfs mounted over `<base>` inside a
+//!   mount namespace of the wrapper's own ([`stage_private`]). The runtime runs in it; when
+//!   the runtime exits the namespace and every staging mount go with it, whatever kills
+//!   whom: nothing is ever left on the host, and two invocations never share a path.
+//! - podman's precreate hook, whose runtime runs in the host's namespace:
+//!   `<base>/<key>/<mount index>` ([`stage`]), taken away at poststop or swept later.
 
 use std::fs::DirBuilder;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -69,6 +75,69 @@ pub fn stage(
     staged
 }
 
+/// In a mount namespace of the caller's own (see [`private_namespace`]): mounts a tmpfs
+/// over `base`, then bind-mounts each pin at `<base>/<index>`.
+pub fn stage_private(
+    base: &Path,
+    pins: &[(usize, &OwnedFd, Kind)],
+) -> Result<Vec<(usize, PathBuf)>> {
+    mount(
+        Some("tmpfs"),
+        base,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some("mode=0700,size=64k"),
+    )
+    .with_context(|| format!("mounting a private tmpfs on {}", base.display()))?;
+    mount_all(base, pins)
+}
+
+/// Moves the calling process into a mount namespace of its own, after making sure `base`
+/// is a private mount in the current one: mounts made below `base` in the new namespace then
+/// propagate nowhere, while every other mount keeps its propagation (shared volumes stay
+/// shared with the host). The caller must be single-threaded.
+pub fn private_namespace(base: &Path) -> Result<()> {
+    drop(prepare_base(base)?);
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .context("creating a mount namespace for the runtime")?;
+    Ok(())
+}
+
+/// Takes away precreate staging left by containers whose runtime never reached poststop
+/// (a start that failed after precreate, a killed engine): keys starting with `prefix` whose
+/// directory is older than `age`. The runtime needs a staging mount only while it creates the
+/// container, seconds after precreate.
+pub fn sweep_older_than(base: &Path, prefix: &str, age: std::time::Duration) -> Result<usize> {
+    let entries = match std::fs::read_dir(base) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", base.display())),
+    };
+    let now = std::time::SystemTime::now();
+    let mut swept = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name
+            .to_str()
+            .filter(|n| n.starts_with(prefix) && check_key(n).is_ok())
+        else {
+            continue;
+        };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| now.duration_since(t).ok())
+            .is_some_and(|d| d >= age);
+        if old {
+            remove(&base.join(name))?;
+            swept += 1;
+        }
+    }
+    Ok(swept)
+}
+
 fn mount_all(dir: &Path, pins: &[(usize, &OwnedFd, Kind)]) -> Result<Vec<(usize, PathBuf)>> {
     let mut staged = Vec::new();
     for (index, fd, kind) in pins {
@@ -125,16 +194,20 @@ pub fn cleanup_prefix(base: &Path, prefix: &str) -> Result<()> {
     Ok(())
 }
 
+/// Takes `dir` and everything staged in it away. Another cleaner (a poststop hook, the
+/// precreate reaper) may be at it at the same moment: what is already gone is fine.
 fn remove(dir: &Path) -> Result<()> {
-    if !dir.exists() {
-        return Ok(());
-    }
+    let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     // Detaches the key directory's own mount and every staging mount below it at once.
     match umount2(dir, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-        Ok(()) | Err(Errno::EINVAL) => {}
+        Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
         Err(e) => return Err(e).with_context(|| format!("unmounting {}", dir.display())),
     }
-    let entries = std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if gone(&e) => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
+    };
     for entry in entries {
         let path = entry?.path();
         // Only left if something was mounted here without the key directory's own mount.
@@ -143,15 +216,22 @@ fn remove(dir: &Path) -> Result<()> {
             Err(e) => return Err(e).with_context(|| format!("unmounting {}", path.display())),
         }
         // Placeholders the tool made itself, in its own root-only directory.
-        let md = std::fs::symlink_metadata(&path)?;
-        if md.is_dir() {
-            std::fs::remove_dir(&path)
-        } else {
-            std::fs::remove_file(&path)
+        let removed = match std::fs::symlink_metadata(&path) {
+            Ok(md) if md.is_dir() => std::fs::remove_dir(&path),
+            Ok(_) => std::fs::remove_file(&path),
+            Err(e) => Err(e),
+        };
+        match removed {
+            Err(e) if !gone(&e) => {
+                return Err(e).with_context(|| format!("removing {}", path.display()));
+            }
+            _ => {}
         }
-        .with_context(|| format!("removing {}", path.display()))?;
     }
-    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
+    match std::fs::remove_dir(dir) {
+        Err(e) if !gone(&e) => Err(e).with_context(|| format!("removing {}", dir.display())),
+        _ => Ok(()),
+    }
 }
 
 /// Creates `<base>` (root's, mode 0700) and makes it a private mount, under a lock so that

@@ -83,9 +83,11 @@ fn the_package_puts_each_file_where_it_belongs() {
         "pin_sources",
         "staging_dir",
         "runtime",
-        "level",
-        "target",
-        "file",
+        "log.level",
+        "log.target",
+        "log.file",
+        "log.journald_socket",
+        "log.syslog_socket",
     ] {
         assert!(
             text.contains(&format!("#{key} =")),

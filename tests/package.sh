@@ -12,6 +12,9 @@ out=target/package
 rm -rf "$out"
 cargo build --locked --release --bins
 deb=$(cargo deb --no-build --output "$out/" | tail -n 1)
+# The next version, for the upgrade test: the same files, a higher revision.
+version=$(dpkg-deb -f "$deb" Version)
+deb_next=$(cargo deb --no-build --deb-version "${version%-*}-99" --output "$out/next/" | tail -n 1)
 cargo generate-rpm --output "$out/"
 rpm=$(ls "$out"/*.rpm)
 
@@ -47,3 +50,6 @@ if [ -n "$left" ]; then
   exit 1
 fi
 echo "package.sh: purged, nothing left"
+
+# Install, register with Docker, upgrade, purge: Docker keeps running containers.
+bash tests/lifecycle.sh "$deb" "$deb_next"

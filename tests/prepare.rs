@@ -274,9 +274,14 @@ fn sources_through_symlinks_are_rewritten_to_the_path_inside_the_chroot() {
     assert_eq!(pinned.len(), 2);
     assert_eq!(inode(&pinned[0].1), inode(&t.join("releases/v2/data")));
     assert_eq!(inode(&pinned[1].1), inode(&t.join("releases/v1/data")));
-    // Where only root can change the directories on the way (or with pin_sources = false),
-    // the path resolved inside the chroot is what the runtime gets.
+    // By default every source is pinned, even where only root can change the directories on
+    // the way: a tenant container running as host root could still swap them.
     std::os::unix::fs::chown(t.join("releases"), Some(0), Some(0)).unwrap();
+    let pinned = pinned_sources(&output_doc(&precreate(&f, &doc)), &doc, &f.staging());
+    assert_eq!(pinned.len(), 2, "pinned although root owns every directory");
+    // The opt-in heuristic (safe only when no tenant ever runs as host root) hands the
+    // runtime the path resolved inside the chroot instead.
+    f.write_config("pin_sources = \"when-changeable\"");
     let out = output_doc(&precreate(&f, &doc));
     let n = doc["mounts"].as_array().unwrap().len();
     assert_eq!(

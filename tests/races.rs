@@ -127,7 +127,7 @@ fn swapping_a_directory_for_a_host_symlink_while_the_tool_prepares() {
 
     // The tool, as many times and at least a few thousand, under the same race.
     let mut config = Config::parse(&format!("chroots = [\"{}/*\"]", s.f.base().display())).unwrap();
-    config.pin_sources = false;
+    config.pin_sources = oci_volume_hook::config::Pin::Never;
     let rootfs = s.f.bundle("b").join("rootfs");
     let mut doc = runc_config(
         "true",

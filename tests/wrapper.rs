@@ -150,7 +150,13 @@ fn other_subcommands_pass_straight_through() {
     let o = wrapper(&f, Path::new("/"), &["--version"]);
     let plain = Command::new(&runc).arg("--version").output().unwrap();
     assert!(o.status.success());
-    assert_eq!(o.stdout, plain.stdout, "--version is runc's own");
+    // The wrapper's own version first, then runc's, untouched.
+    let want = format!(
+        "oci-volume-runtime version {}\n{}",
+        env!("CARGO_PKG_VERSION"),
+        String::from_utf8_lossy(&plain.stdout)
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want);
 
     // A bundle with a broken config.json: not read for anything but create/run.
     let b = f.path().join("broken");

@@ -6,7 +6,7 @@ use oci_volume_hook::{config::Config, hook, spec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(doc) = spec::read_json(data, "input") else { return };
-    let _ = hook::precreate_id(&doc);
+    let _ = oci_volume_hook::precreate::podman_ids(&doc);
     if let Ok(view) = spec::View::of(&doc, std::path::Path::new("/bundle")) {
         let _ = Config::default().settings(&view.annotations);
         let _ = oci_volume_hook::ownership::host_owner(oci_volume_hook::config::Owner::ProcessUser, &view);

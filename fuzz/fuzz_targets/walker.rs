@@ -67,7 +67,7 @@ fuzz_target!(|data: &[u8]| {
     snapshot(&host, &mut before);
     snapshot(&rootfs, &mut before);
     let mut config = Config::parse(&format!("chroots = [\"{}/*\"]", base.display())).unwrap();
-    config.pin_sources = false;
+    config.pin_sources = oci_volume_hook::config::Pin::Never;
     let sources = [rel(&data[0..2]), rel(&data[2..4]), PathBuf::from("etc/localtime")];
     let mounts: Vec<_> = sources
         .iter()

@@ -53,7 +53,8 @@ pub fn docker(path: &Path, wrapper: &Path, default: bool, remove: bool) -> Resul
             obj.insert("default-runtime".into(), json!(RUNTIME_NAME));
         }
     }
-    if *obj == before && original.is_some() {
+    // Removing from a file that does not exist changes nothing: never create one for that.
+    if *obj == before && (original.is_some() || remove) {
         return Ok(Outcome::Unchanged);
     }
     let mut text = serde_json::to_string_pretty(&doc)?;

@@ -1,0 +1,6 @@
+# $1 is 0 when the package is erased (not upgraded): take back engine registrations and the
+# staging mounts while the binaries are still there.
+if [ "$1" = 0 ]; then
+  sh /usr/share/oci-volume-hook/unregister || exit 1
+  sh /usr/share/oci-volume-hook/sweep-staging || exit 1
+fi

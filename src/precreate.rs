@@ -1,0 +1,218 @@
+//! podman's precreate stage: config.json on stdin, the prepared config.json on stdout.
+//!
+//! podman runs runc in the host's mount namespace, so pinned sources are staged on the host
+//! under `<staging_dir>/precreate-<id>-<pid>`. runc needs them only until it has created the
+//! container; podman runs no poststop when a start fails after precreate, so a small
+//! detached reaper takes them away as soon as runc is done (podman's pid file appears) or
+//! podman is gone, and anything older than [`STAGING_TTL`] is swept by the next run.
+
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::prepare::MountPlan;
+use crate::sources;
+use crate::spec;
+use crate::staging;
+
+/// How long precreate staging may stay at most: runc needs it for the seconds of one create.
+pub const STAGING_TTL: Duration = Duration::from_secs(120);
+
+/// Runs the stage. Nothing is written to stdout unless preparation succeeded.
+pub fn run(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Result<bool> {
+    let mut doc = spec::read_json(stdin, "config.json on stdin")?;
+    let id = crate::hook::container_id(&doc);
+    let _span = tracing::info_span!("container", id = %id).entered();
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let podman = podman_ids(&doc);
+    let short = podman.id.clone().unwrap_or_else(|| "unknown".into());
+    let key = format!("{}{}", prefix(&short), std::process::id());
+    sweep_stale(config);
+    let (_, staged) = rewrite(config, &mut doc, &cwd, &key)?;
+    serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
+    stdout.flush().context("writing config.json to stdout")?;
+    if staged {
+        spawn_reaper(config, &key, podman.userdata.as_deref());
+    }
+    Ok(true)
+}
+
+/// Prepares the sources of `doc` and stages pinned ones under `<staging_dir>/<stage_key>`;
+/// true when something was staged.
+pub fn rewrite(
+    config: &Config,
+    doc: &mut Value,
+    bundle: &Path,
+    stage_key: &str,
+) -> Result<(Vec<MountPlan>, bool)> {
+    let prepared = sources::prepare(config, doc, bundle)?;
+    if prepared.pins.is_empty() {
+        return Ok((prepared.plans, false));
+    }
+    let pins: Vec<_> = prepared
+        .pins
+        .iter()
+        .map(|p| (p.index, &p.node.fd, p.node.kind))
+        .collect();
+    let dir = config.staging_dir.join(stage_key);
+    let staged = staging::stage(&config.staging_dir, stage_key, &pins)
+        .with_context(|| format!("staging {}", dir.display()))?;
+    sources::point_at(doc, &staged, &dir)?;
+    Ok((prepared.plans, true))
+}
+
+/// What config.json tells of podman's container: its id and its `userdata` directory.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PodmanIds {
+    pub id: Option<String>,
+    pub userdata: Option<PathBuf>,
+}
+
+/// precreate is not told the container id, yet the poststop stage, which takes staging away,
+/// only knows the id. podman's own mounts (`/etc/hostname`, `/etc/hosts`...) come from
+/// `<runroot>/.../<id>/userdata/...`; failing that, the hostname, which podman makes the short
+/// id.
+pub fn podman_ids(doc: &Value) -> PodmanIds {
+    let sources = doc
+        .get("mounts")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m.get("source")?.as_str());
+    for src in sources {
+        let parts: Vec<&str> = src.split('/').collect();
+        for (i, w) in parts.windows(2).enumerate() {
+            if w[1] == "userdata" && w[0].len() == 64 && w[0].bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return PodmanIds {
+                    id: Some(w[0].to_string()),
+                    userdata: Some(PathBuf::from(parts[..i + 2].join("/"))),
+                };
+            }
+        }
+    }
+    let id = doc
+        .get("hostname")
+        .and_then(Value::as_str)
+        .filter(|h| staging::check_key(h).is_ok())
+        .map(String::from);
+    PodmanIds { id, userdata: None }
+}
+
+/// The prefix of the staging keys of a precreate for container `id`; a pid follows, so
+/// containers that share a hostname stay apart.
+pub fn prefix(id: &str) -> String {
+    format!("precreate-{id}-")
+}
+
+/// Takes away precreate staging older than [`STAGING_TTL`]. Never fails the caller.
+pub fn sweep_stale(config: &Config) {
+    match staging::sweep_older_than(&config.staging_dir, "precreate-", STAGING_TTL) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("swept {n} stale precreate staging director(ies)"),
+        Err(e) => tracing::warn!("sweeping stale precreate staging: {e:#}"),
+    }
+}
+
+/// Starts the reaper for `key`, detached (own process group, stdio closed: podman reads this
+/// hook's stdout to its end). Failing to start it leaves the sweep to do the work.
+fn spawn_reaper(config: &Config, key: &str, userdata: Option<&Path>) {
+    let parent = std::os::unix::process::parent_id();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0(crate::hook::BIN)
+        .args(["reap-precreate", "--staging-dir"])
+        .arg(&config.staging_dir)
+        .args(["--key", key, "--parent"])
+        .arg(format!("{parent}:{}", start_time(parent).unwrap_or(0)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0);
+    if let Some(u) = userdata {
+        cmd.arg("--pidfile").arg(u.join("pidfile"));
+    }
+    if let Err(e) = cmd.spawn() {
+        tracing::warn!("starting the precreate reaper: {e}");
+    }
+}
+
+/// A process's start time (field 22 of /proc/PID/stat), to tell it from a reused pid.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// The reaper: waits until runc no longer needs the staging (the pid file podman gives runc
+/// appears or changes, podman is gone, or [`STAGING_TTL`] passed), then takes it away.
+pub fn reap(
+    staging_dir: &Path,
+    key: &str,
+    pidfile: Option<&Path>,
+    parent: (u32, u64),
+) -> Result<()> {
+    staging::check_key(key)?;
+    let stamp = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime_nsec(), m.mtime()))
+    };
+    let before = pidfile.and_then(stamp);
+    let deadline = Instant::now() + STAGING_TTL;
+    while Instant::now() < deadline {
+        let created = pidfile.is_some_and(|p| stamp(p).is_some() && stamp(p) != before);
+        let podman_gone = start_time(parent.0) != Some(parent.1);
+        let staging_gone = !staging_dir.join(key).exists();
+        if created || podman_gone || staging_gone {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    staging::cleanup(staging_dir, key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn podman_ids_from_its_own_mounts() {
+        let id = "865783e794a7b7d0f8facf6dc59888a1b00a2fbfbb8b43c43ee8b8f38eab406b";
+        let doc = json!({"hostname": "short", "mounts": [
+            {"destination": "/proc", "source": "proc"},
+            {"destination": "/etc/hostname", "source": format!("/run/rr/vfs-containers/{id}/userdata/hostname")}
+        ]});
+        assert_eq!(
+            podman_ids(&doc),
+            PodmanIds {
+                id: Some(id.into()),
+                userdata: Some(PathBuf::from(format!(
+                    "/run/rr/vfs-containers/{id}/userdata"
+                )))
+            }
+        );
+        let doc = json!({"hostname": "short"});
+        assert_eq!(podman_ids(&doc).id.as_deref(), Some("short"));
+        assert_eq!(
+            podman_ids(&json!({"hostname": "a/b"})),
+            PodmanIds::default()
+        );
+    }
+
+    #[test]
+    fn start_time_tells_a_live_process() {
+        let me = std::process::id();
+        assert!(start_time(me).is_some());
+        assert_eq!(start_time(me), start_time(me));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+}

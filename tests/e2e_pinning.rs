@@ -1,0 +1,339 @@
+//! Every source in a chroot is race-free by default: a tenant that is root in one of its
+//! containers swaps a volume for a symlink to the host's /etc in a loop while other
+//! containers of the tenant start (Docker, podman); nothing staged survives killed runs; a
+//! shared-propagation volume still propagates.
+
+mod common;
+#[path = "common/daemons.rs"]
+mod daemons;
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::*;
+use daemons::Daemons;
+use serde_json::json;
+
+/// Builds the attacker (tests/helpers/swap.c) statically into `rootfs/bin/swap`.
+fn build_swapper(rootfs: &Path) {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/swap.c");
+    let o = Command::new("cc")
+        .args(["-static", "-O2", "-o"])
+        .arg(rootfs.join("bin/swap"))
+        .arg(&src)
+        .output()
+        .expect("cc (gcc and libc6-dev) builds the swap helper");
+    assert!(
+        o.status.success(),
+        "cc: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// A tenant tree for the swap: `vol/` (the volume) and `alt -> /etc`; the host's
+/// /etc/passwd starts with `root:` while the volume holds none.
+fn swap_tree(t: &Path) {
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    std::fs::write(t.join("vol/marker"), "tenant-data\n").unwrap();
+    std::os::unix::fs::symlink("/etc", t.join("alt")).unwrap();
+}
+
+/// What a victim container prints: the first line of `passwd` in its volume, if any.
+const VICTIM: &str = "head -n1 /v/passwd 2>/dev/null; cat /v/marker 2>/dev/null; true";
+
+fn exposed(stdout: &[u8]) -> bool {
+    String::from_utf8_lossy(stdout).contains("root:x:0:0")
+}
+
+#[test]
+fn docker_root_tenant_swapping_a_volume_never_exposes_the_host() {
+    let Some(bins) = ["containerd", "dockerd", "docker", "ctr", "runc", "cc"]
+        .iter()
+        .map(|n| engine("docker_race", n))
+        .collect::<Option<Vec<PathBuf>>>()
+    else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config("runtime = \"runc\"");
+    let cfg = f.config_path();
+    let d = Daemons::start(
+        &f.path().join("d"),
+        &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
+        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
+        [
+            bins[0].clone(),
+            bins[1].clone(),
+            bins[2].clone(),
+            bins[3].clone(),
+        ],
+    );
+    let rootfs = f.bundle("img").join("rootfs");
+    build_swapper(&rootfs);
+    d.import(&rootfs, "ovh-race:latest");
+    let t = f.tenant("user-rr");
+    swap_tree(&t);
+    // The attacker: a container of the same tenant without a user namespace (host root)
+    // with the whole chroot mounted, exchanging vol and alt as fast as it can.
+    let chroot = format!("{}:/t", t.display());
+    let o = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "attacker",
+        "--userns=host",
+        "--network",
+        "none",
+        "-v",
+        &chroot,
+        "ovh-race:latest",
+        "/bin/swap",
+        "/t/vol",
+        "/t/alt",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let volume = format!("{}:/v:ro", t.join("vol").display());
+    let victim = |d: &Daemons| {
+        d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            "ovh",
+            "-v",
+            &volume,
+            "ovh-race:latest",
+            "/bin/sh",
+            "-c",
+            VICTIM,
+        ])
+    };
+    // Without pinning the race bites: the runtime mounts the host's /etc.
+    f.write_config("runtime = \"runc\"\npin_sources = false");
+    let bitten = (0..80).any(|_| exposed(&victim(&d).stdout));
+    assert!(
+        bitten,
+        "the swap loop never won against unpinned sources: the test proves nothing"
+    );
+    // Pinned (the default): 0 of 100.
+    f.write_config("runtime = \"runc\"");
+    let (mut started, mut leaked) = (0, 0);
+    for _ in 0..100 {
+        let o = victim(&d);
+        started += o.status.success() as u32;
+        leaked += exposed(&o.stdout) as u32;
+    }
+    let _ = d.docker(&["rm", "-f", "attacker"]);
+    assert_eq!(leaked, 0, "host files exposed in {leaked} of 100 starts");
+    assert!(started >= 50, "only {started} of 100 victims started");
+    assert_eq!(f.staging_left(), (vec![], vec![]));
+}
+
+#[test]
+fn podman_precreate_under_a_swap_loop_never_exposes_the_host() {
+    let Some(podman) = engine("podman_race", "podman") else {
+        return;
+    };
+    let f = Fixture::new();
+    let hooks = f.path().join("hooks.d");
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(
+        hooks.join("50-ovh.json"),
+        json!({"version": "1.0.0", "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), "precreate"]},
+               "when": {"always": true}, "stages": ["precreate"]})
+        .to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        hooks.join("60-ovh-poststop.json"),
+        json!({"version": "1.0.0", "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), "cleanup"]},
+               "when": {"always": true}, "stages": ["poststop"]})
+        .to_string(),
+    )
+    .unwrap();
+    let t = f.tenant("user-pp");
+    swap_tree(&t);
+    let rootfs = f.bundle("img").join("rootfs");
+    chown_tree(&rootfs, 200000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let (stop, a, b) = (stop.clone(), t.join("vol"), t.join("alt"));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = nix::fcntl::renameat2(
+                    nix::fcntl::AT_FDCWD,
+                    &a,
+                    nix::fcntl::AT_FDCWD,
+                    &b,
+                    nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+                );
+            }
+        })
+    };
+    let volume = format!("{}:/v:ro", t.join("vol").display());
+    let conf = f.path().join("containers.conf");
+    std::fs::write(&conf, "").unwrap();
+    let run = || {
+        podman_command(&podman, &f)
+            .env("CONTAINERS_CONF", &conf)
+            .arg("--hooks-dir")
+            .arg(&hooks)
+            .args(podman_run_args(&volume, &rootfs, VICTIM))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let (mut started, mut leaked) = (0, 0);
+    for _ in 0..100 {
+        let o = run();
+        started += o.status.success() as u32;
+        leaked += exposed(&o.stdout) as u32;
+    }
+    stop.store(true, Ordering::Relaxed);
+    attacker.join().unwrap();
+    assert_eq!(
+        leaked, 0,
+        "host files exposed in {leaked} of 100 podman starts"
+    );
+    assert!(
+        started >= 50,
+        "only {started} of 100 podman containers started"
+    );
+}
+
+/// Counts mounts at or below `dir` other than `dir` itself.
+fn staging_mounts(dir: &Path) -> usize {
+    mounts_below(dir)
+        .iter()
+        .filter(|m| Path::new(m) != dir)
+        .count()
+}
+
+#[test]
+fn killed_creates_leave_no_staging_behind() {
+    let Some(runc) = engine("sigkill_sweep", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-kk");
+    std::fs::create_dir_all(t.join("data")).unwrap();
+    let b = f.bundle("b");
+    let mounts = (0..4)
+        .map(|i| bind(&t.join(format!("data/v{i}")), &format!("/v{i}"), false))
+        .collect();
+    write_config_json(&b, &runc_config("sleep 10", mounts, None));
+    let root = b.join("state");
+    let cycles: u64 = std::env::var("OVH_SIGKILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    for i in 0..cycles {
+        let id = format!("ovh-kill-{i}");
+        let mut child = Command::new(wrapper_bin())
+            .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+            .arg("--root")
+            .arg(&root)
+            .args(["create", "--bundle"])
+            .arg(&b)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        // Kill the wrapper alone, or the wrapper and runc, at some moment of the create.
+        std::thread::sleep(Duration::from_micros((i * 7919) % 40_000));
+        let pgid = nix::unistd::Pid::from_raw(-(child.id() as i32));
+        let target = if i % 2 == 0 {
+            nix::unistd::Pid::from_raw(child.id() as i32)
+        } else {
+            pgid
+        };
+        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        let _ = Command::new(&runc)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", &id])
+            .stderr(Stdio::null())
+            .status();
+    }
+    assert_eq!(staging_mounts(&f.staging()), 0, "staging mounts left");
+    let (entries, _) = f.staging_left();
+    assert_eq!(entries, Vec::<PathBuf>::new(), "staging entries left");
+}
+
+#[test]
+fn a_shared_volume_still_propagates_mounts_back_to_the_host() {
+    let Some(runc) = engine("bidirectional", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-bi");
+    let vol = t.join("vol");
+    std::fs::create_dir_all(vol.join("sub")).unwrap();
+    // The volume is a shared mount, as Kubernetes' Bidirectional propagation needs.
+    use nix::mount::{MsFlags, mount};
+    mount(
+        Some(&vol),
+        &vol,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &vol,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let b = f.bundle("b");
+    let mut doc = runc_config(
+        "mount -t tmpfs -o size=64k ovh-propagated /v/sub && echo mounted",
+        vec![
+            json!({"destination": "/v", "type": "bind", "source": vol, "options": ["rbind", "rshared"]}),
+        ],
+        None,
+    );
+    for set in ["bounding", "effective", "permitted"] {
+        doc["process"]["capabilities"][set]
+            .as_array_mut()
+            .unwrap()
+            .push(json!("CAP_SYS_ADMIN"));
+    }
+    doc["linux"]["rootfsPropagation"] = json!("shared");
+    write_config_json(&b, &doc);
+    let o = Command::new(wrapper_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .args(["--root"])
+        .arg(b.join("state"))
+        .args(["run", "ovh-bidi"])
+        .current_dir(&b)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "mounted\n");
+    assert!(
+        f.log().contains("pinned under"),
+        "the volume was pinned: {}",
+        f.log()
+    );
+    let seen = mounts_below(&vol);
+    assert!(
+        seen.iter().any(|m| Path::new(m) == vol.join("sub")),
+        "the container's mount reached the host: {seen:?}"
+    );
+    assert_eq!(staging_mounts(&f.staging()), 0);
+}

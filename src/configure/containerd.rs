@@ -53,7 +53,12 @@ pub fn configure(req: &Request) -> Result<Vec<Change>> {
         .unwrap_or("")
         .parse()
         .map_err(|e| toml_error(req.path, &e))?;
-    let version = version_of(&doc, req.path)?;
+    let version = match version_of(&doc, req.path) {
+        Ok(v) => v,
+        // Nothing of ours can be in a file of a version this tool never writes.
+        Err(_) if req.remove => return Ok(vec![]),
+        Err(e) => return Err(e),
+    };
     if version == Version::V2 && doc.get("version").is_none() && !req.remove {
         doc.insert("version", value(2));
     }

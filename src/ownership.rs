@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, fchownat};
 use oci_spec::runtime::LinuxIdMapping;
 
@@ -19,6 +19,10 @@ use crate::spec::View;
 /// where ids are the host's own.
 pub fn map_id(mappings: &[LinuxIdMapping], id: u32, what: &str) -> Result<u32> {
     if mappings.is_empty() {
+        // (uid_t)-1 means "leave unchanged" to chown(2): never a real owner.
+        if id == u32::MAX {
+            bail!("{what} {id} is not a valid owner");
+        }
         return Ok(id);
     }
     for m in mappings {
@@ -42,6 +46,12 @@ pub fn map_id(mappings: &[LinuxIdMapping], id: u32, what: &str) -> Result<u32> {
 
 /// The host (uid, gid) that prepared sources are given to.
 pub fn host_owner(owner: Owner, view: &View) -> Result<(u32, u32)> {
+    // One without the other would give the container's files host group 0 (or user 0).
+    match (view.uid_mappings.is_empty(), view.gid_mappings.is_empty()) {
+        (false, true) => bail!("config.json has linux.uidMappings but no linux.gidMappings"),
+        (true, false) => bail!("config.json has linux.gidMappings but no linux.uidMappings"),
+        _ => {}
+    }
     let (uid, gid) = match owner {
         Owner::ContainerRoot => (0, 0),
         Owner::ProcessUser => view.user,
@@ -57,24 +67,30 @@ pub fn host_owner(owner: Owner, view: &View) -> Result<(u32, u32)> {
 pub struct TreeStats {
     pub changed: u64,
     pub already_right: u64,
-    /// Files with several links, left alone: another link may lie outside the chroot.
+    /// Non-directories with several links (files, symlinks, FIFOs...), left alone: another
+    /// link may lie outside the chroot.
     pub skipped_hard_links: u64,
-    /// Directories on another filesystem (mount points), not entered.
+    /// Mount points (another filesystem, or a bind mount of the same one): neither changed
+    /// nor entered.
     pub skipped_mounts: u64,
 }
 
 /// Gives every entry below the directory `dir` (an `O_PATH` descriptor; not `dir` itself) to
-/// `uid`/`gid`. Never follows a symlink (links themselves are changed), never leaves the
-/// directory's filesystem, and skips entries that are already right, so that a tree half
+/// `uid`/`gid`. Never follows a symlink (links themselves are changed), never crosses a
+/// mount point (`statx`: STATX_ATTR_MOUNT_ROOT, or a mount id other than the top's, so a
+/// bind mount of the same filesystem counts), never changes a non-directory with more than
+/// one link, and skips entries that are already right, so that a tree half
 /// right costs half the writes. Directories are shared out to one thread per core: on a big
 /// tree the time goes into one stat and at most one chown per entry.
 pub fn chown_below(dir: impl AsFd, uid: u32, gid: u32) -> Result<TreeStats> {
     let top = openat(dir, ".", DIR_FLAGS, Mode::empty()).context("opening directory")?;
-    let dev = fstat(&top).context("fstat")?.st_dev;
+    let st = statx_at(&top, c"", nix::libc::AT_EMPTY_PATH).context("statx")?;
+    let (dev, mnt_id) = (st.dev, st.mnt_id);
     let walk = Walk {
         uid,
         gid,
         dev,
+        mnt_id,
         queue: Mutex::new(vec![Job::Open(top)]),
         wake: Condvar::new(),
         pending: AtomicUsize::new(1),
@@ -111,6 +127,8 @@ struct Walk {
     uid: u32,
     gid: u32,
     dev: u64,
+    /// The top's mount id, when the kernel tells it (Linux 5.8+).
+    mnt_id: Option<u64>,
     queue: Mutex<Vec<Job>>,
     wake: Condvar,
     /// Jobs queued or being worked on; the walk is over when it reaches zero.
@@ -178,24 +196,25 @@ impl Walk {
         let mut stats = TreeStats::default();
         let mut children = Vec::new();
         for name in names {
-            let st = match fstatat(&*fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let st = match statx_at(&*fd, name.as_c_str(), nix::libc::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue, // removed meanwhile
-                Err(e) => return Err(e).context("fstatat"),
+                Err(e) => return Err(e).context("statx"),
             };
-            let fmt = st.st_mode & SFlag::S_IFMT.bits();
-            if fmt == SFlag::S_IFDIR.bits() {
-                if st.st_dev != self.dev {
-                    stats.skipped_mounts += 1;
-                    continue;
-                }
+            let other_mount = self.mnt_id.is_some() && st.mnt_id != self.mnt_id;
+            if st.mount_root || st.dev != self.dev || other_mount {
+                stats.skipped_mounts += 1;
+                continue;
+            }
+            let is_dir = st.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+            if is_dir {
                 children.push(Job::Child(fd.clone(), name.clone()));
             }
-            if st.st_uid == self.uid && st.st_gid == self.gid {
+            if st.uid == self.uid && st.gid == self.gid {
                 stats.already_right += 1;
                 continue;
             }
-            if fmt == SFlag::S_IFREG.bits() && st.st_nlink > 1 {
+            if !is_dir && st.nlink > 1 {
                 stats.skipped_hard_links += 1;
                 continue;
             }
@@ -219,6 +238,47 @@ impl Walk {
         total.skipped_mounts += stats.skipped_mounts;
         Ok(())
     }
+}
+
+/// What the walk needs of an entry, from `statx`.
+struct Stx {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
+    dev: u64,
+    mount_root: bool,
+    mnt_id: Option<u64>,
+}
+
+/// `statx(dir, name, flags)`, asking for the mount id; nix has no statx.
+fn statx_at(dir: impl AsFd, name: &std::ffi::CStr, flags: i32) -> nix::Result<Stx> {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let mut buf = std::mem::MaybeUninit::<libc::statx>::zeroed();
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the right size.
+    let r = unsafe {
+        libc::statx(
+            dir.as_fd().as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::AT_STATX_SYNC_AS_STAT,
+            libc::STATX_BASIC_STATS | libc::STATX_MNT_ID,
+            buf.as_mut_ptr(),
+        )
+    };
+    Errno::result(r)?;
+    // SAFETY: statx succeeded and filled the buffer.
+    let b = unsafe { buf.assume_init() };
+    let attr = |a: u64| b.stx_attributes_mask & a != 0 && b.stx_attributes & a != 0;
+    Ok(Stx {
+        mode: b.stx_mode as u32,
+        uid: b.stx_uid,
+        gid: b.stx_gid,
+        nlink: b.stx_nlink,
+        dev: nix::libc::makedev(b.stx_dev_major, b.stx_dev_minor),
+        mount_root: attr(libc::STATX_ATTR_MOUNT_ROOT as u64),
+        mnt_id: (b.stx_mask & libc::STATX_MNT_ID != 0).then_some(b.stx_mnt_id),
+    })
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstat};
 use oci_spec::runtime::{LinuxIdMapping, Mount};
 use serde::Deserialize;
 use serde_json::Value;
@@ -28,12 +30,30 @@ pub fn read_json(mut input: impl Read, what: &str) -> Result<Value> {
     serde_json::from_slice(&buf).with_context(|| format!("{what} is not valid JSON"))
 }
 
-/// Reads `<bundle>/config.json`.
+/// Reads `<bundle>/config.json`. The bundle's path is the engine's (its symlinks are the
+/// host's and followed); config.json itself must be a regular file, opened without
+/// following a symlink and without blocking (a FIFO there would hang the engine forever).
 pub fn read_bundle_config(bundle: &Path) -> Result<Value> {
     let path = bundle.join("config.json");
-    let file = std::fs::File::open(&path)
-        .with_context(|| format!("bundle {}: cannot open config.json", bundle.display()))?;
-    read_json(file, &path.display().to_string())
+    let cannot = || format!("bundle {}: cannot open config.json", bundle.display());
+    let dir = openat(
+        AT_FDCWD,
+        bundle,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(cannot)?;
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = openat(&dir, "config.json", flags, Mode::empty()).with_context(cannot)?;
+    let st = fstat(&fd).with_context(cannot)?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        bail!("{}: not a regular file", path.display());
+    }
+    read_json(std::fs::File::from(fd), &path.display().to_string())
 }
 
 /// One entry of `mounts`, with its position so it can be edited in place.

@@ -129,27 +129,24 @@ impl<'a> Preparer<'a> {
     }
 
     /// Makes sure the descriptors preparation may hold at once — one per source in a
-    /// chroot (kept for pinning), one per chroot, a walk's worth and some — fit under
+    /// chroot (kept for pinning), one per chroot, a walk's worth and a margin — fit under
     /// RLIMIT_NOFILE, raising the soft limit to the hard one if needed (put back when the
     /// preparer is dropped, before the runtime starts). Otherwise the container is refused
     /// here, before any change, rather than half-prepared at the first EMFILE.
     fn reserve_descriptors(&mut self) -> Result<()> {
         use nix::sys::resource::{Resource, getrlimit, setrlimit};
-        let in_chroots = self
-            .view
-            .binds
-            .iter()
-            .filter(|b| {
-                matches!(
-                    chroot::place(&self.config.chroots, &b.source, false),
-                    Ok(Place::Inside(_))
-                )
-            })
-            .count() as u64;
+        let mut chroots = std::collections::HashSet::new();
+        let mut in_chroots = 0u64;
+        for b in &self.view.binds {
+            if let Ok(Place::Inside(i)) = chroot::place(&self.config.chroots, &b.source, false) {
+                in_chroots += 1;
+                chroots.insert(i.chroot);
+            }
+        }
         if in_chroots == 0 {
             return Ok(());
         }
-        let needed = 2 * in_chroots + chroot::MAX_COMPONENTS as u64 + 64;
+        let needed = in_chroots + chroots.len() as u64 + chroot::MAX_COMPONENTS as u64 + 64;
         let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
         if needed <= soft {
             return Ok(());

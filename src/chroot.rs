@@ -99,8 +99,8 @@ impl Part {
     }
 }
 
-/// The longest source path accepted (Linux's PATH_MAX): the runtime could not mount a longer
-/// one, and the walk's cost grows with it.
+/// Linux's PATH_MAX, which counts the terminating NUL: a source has at most 4,095 bytes (the
+/// runtime could not mount a longer one), and the walk's cost grows with it.
 pub const PATH_MAX: usize = 4096;
 /// The most components a source may have below its chroot.
 pub const MAX_COMPONENTS: usize = 256;
@@ -124,9 +124,9 @@ pub enum Place {
 ///   is in no chroot (see [`Pattern`]), `..` or not: such a mount hands out other tenants.
 pub fn place(patterns: &[Pattern], source: &Path, refuse_bases: bool) -> Result<Place> {
     let bytes = source.as_os_str().as_bytes();
-    if bytes.len() > PATH_MAX {
+    if bytes.len() >= PATH_MAX {
         bail!(
-            "the source is {} bytes long, more than PATH_MAX ({PATH_MAX})",
+            "the source is {} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})",
             bytes.len()
         );
     }

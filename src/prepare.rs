@@ -14,14 +14,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use caps::{CapSet, Capability};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode as Perm, mkdirat};
+use nix::sys::stat::{Mode as Perm, SFlag, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use serde::Serialize;
 
 use crate::chroot::{self, Place};
 use crate::config::{self, ANNOTATION_PREFIX, Config, Ownership};
 use crate::ownership;
-use crate::resolve::{Chroot, Found, Kind, Lookup, Node, Root, open_nofollow};
+use crate::resolve::{self, Chroot, Found, Kind, Lookup, Node, Root, open_nofollow};
 use crate::spec::View;
 
 /// What the container needs at a mount's destination.
@@ -204,7 +204,7 @@ impl<'a> Preparer<'a> {
                     p.chroot = Some(inside.chroot.clone());
                     p.owner = owner;
                     p.ownership = Some(settings.ownership);
-                    if b.destination.as_os_str().len() > chroot::PATH_MAX {
+                    if b.destination.as_os_str().len() >= chroot::PATH_MAX {
                         refuse(&mut p, "the destination is longer than PATH_MAX".into());
                     } else {
                         self.plan_in_chroot(&mut p, &inside);
@@ -306,19 +306,37 @@ impl<'a> Preparer<'a> {
                 .map(Path::to_path_buf),
         );
         let chroot_path = chroot_path.clone();
+        let Some(root) = self
+            .chroot(&chroot_path)
+            .ok()
+            .and_then(|r| r.fd().try_clone_to_owned().ok())
+        else {
+            return true;
+        };
+        // Each step opened from the one above (linear in the depth), unless already known.
+        let mut above: Option<OwnedFd> = None;
         for dir in steps {
             let key = (chroot_path.clone(), dir);
             let changeable = match self.changeable.get(&key) {
-                Some(c) => *c,
+                Some(c) => {
+                    above = None;
+                    *c
+                }
                 None => {
-                    let c = match self
-                        .chroot(&chroot_path)
-                        .ok()
-                        .and_then(|root| root.stat_plain(&key.1))
-                    {
-                        Some(st) => st.st_uid != 0 || st.st_mode & 0o022 != 0,
+                    let fd = match (&above, key.1.file_name()) {
+                        _ if key.1.as_os_str().is_empty() => root.try_clone().ok(),
+                        (Some(up), Some(name)) => open_nofollow(up, name, OFlag::O_DIRECTORY).ok(),
+                        _ => resolve::open_beneath(root.as_fd(), &key.1),
+                    };
+                    let c = match fd.as_ref().and_then(|fd| fstat(fd).ok()) {
+                        Some(st) => {
+                            st.st_uid != 0
+                                || st.st_mode & 0o022 != 0
+                                || st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits()
+                        }
                         None => true,
                     };
+                    above = fd;
                     *self.changeable.entry(key).or_insert(c)
                 }
             };
@@ -475,7 +493,7 @@ impl<'a> Preparer<'a> {
             return refuse(p, "resolves to the chroot itself".into());
         }
         let resolved = root.host_path(&rel);
-        if resolved.as_os_str().len() > chroot::PATH_MAX {
+        if resolved.as_os_str().len() >= chroot::PATH_MAX {
             return refuse(
                 p,
                 "resolves inside the chroot to a path longer than PATH_MAX".into(),

@@ -285,19 +285,7 @@ impl Root {
     /// The fast path for the common case, a path that exists and has no symlink on it: one
     /// `openat2` that refuses symlinks, `..` and magic links. `None` means "walk instead".
     pub fn lookup_plain(&self, rel: &Path) -> Option<Node> {
-        if rel.as_os_str().is_empty()
-            || rel.components().any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return None;
-        }
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-            );
-        let fd = openat2(&self.fd, rel, how).ok()?;
+        let fd = open_beneath(self.fd.as_fd(), rel)?;
         // A final symlink comes back as itself (O_PATH|O_NOFOLLOW): that is the walk's job.
         Node::from_fd(fd).ok().filter(|n| n.kind != Kind::Symlink)
     }
@@ -468,6 +456,22 @@ fn create_chroot(parent: &OwnedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd
         }
         Err(e) => Err(e).with_context(|| format!("opening {}", shown.display())),
     }
+}
+
+/// Opens `rel` below `dir` in one `openat2` that refuses symlinks, `..` and magic links
+/// (a final symlink comes back as itself). `None`: not so reachable, or not there.
+pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path) -> Option<OwnedFd> {
+    if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(dir, rel, how).ok()
 }
 
 /// Opens `name` in `dir` without following a final symlink.

@@ -13,6 +13,8 @@ use oci_spec::runtime::{LinuxIdMapping, Mount};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::chroot::PATH_MAX;
+
 /// config.json and OCI state documents larger than this are refused rather than parsed.
 pub const MAX_DOCUMENT: u64 = 64 << 20;
 
@@ -97,6 +99,7 @@ impl View {
                 .as_array()
                 .ok_or_else(|| anyhow!("config.json: mounts is not an array"))?;
             for (index, m) in mounts.iter().enumerate() {
+                check_lengths(m, index)?;
                 let m = Mount::deserialize(m)
                     .with_context(|| format!("config.json: mounts[{index}]"))?;
                 let typ = m.typ().clone().unwrap_or_default();
@@ -148,6 +151,29 @@ impl View {
             annotations,
         })
     }
+}
+
+/// Refuses a mount whose source or destination no runtime could use (PATH_MAX counts the
+/// NUL) before it is copied about: a 30 MB source must not cost five times 30 MB.
+fn check_lengths(mount: &Value, index: usize) -> Result<()> {
+    let text = |key: &str| mount.get(key).and_then(Value::as_str).unwrap_or_default();
+    let (source, dest) = (text("source"), text("destination"));
+    let dest = if dest.len() < PATH_MAX {
+        dest
+    } else {
+        "(too long)"
+    };
+    for (what, len) in [
+        ("source", source.len()),
+        ("destination", text("destination").len()),
+    ] {
+        if len >= PATH_MAX {
+            bail!(
+                "config.json: mount {dest} (mounts[{index}]): the {what} is {len} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Points `mounts[index].source` at `source`, leaving every other field as it was.

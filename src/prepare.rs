@@ -485,48 +485,9 @@ impl<'a> Preparer<'a> {
             Ok(l) => l,
             Err(e) => return refuse(p, format!("{e:#}")),
         };
-        let (via_symlink, rel) = match &lookup {
-            Lookup::Found(f) => (f.via_symlink, f.rel.clone()),
-            Lookup::Missing(m) => (m.via_symlink, m.whole()),
-        };
-        if rel.as_os_str().is_empty() {
-            return refuse(p, "resolves to the chroot itself".into());
-        }
-        let resolved = root.host_path(&rel);
-        if resolved.as_os_str().len() >= chroot::PATH_MAX {
-            return refuse(
-                p,
-                "resolves inside the chroot to a path longer than PATH_MAX".into(),
-            );
-        }
-        if via_symlink && resolved.to_str().is_none() {
-            // config.json is UTF-8: such a source could not be written back.
-            return refuse(
-                p,
-                format!(
-                    "resolves inside the chroot to {}, which is not UTF-8",
-                    resolved.display()
-                ),
-            );
-        }
-        if via_symlink {
-            // The runtime mounted what the host resolves; unless that is the very inode
-            // found inside the chroot, refuse. The message says only what is inside the
-            // chroot: whether or where a host path exists is none of the caller's business.
-            let same = match &lookup {
-                Lookup::Found(f) => host_is(&source, &f.node),
-                Lookup::Missing(_) => false,
-            };
-            if mode == Mode::Hook && !same {
-                return refuse(
-                    p,
-                    format!(
-                        "goes through a symlink (inside the chroot: {}); an OCI hook cannot rewrite the mount: use the precreate hook or oci-volume-runtime",
-                        resolved.display()
-                    ),
-                );
-            }
-            p.resolved_source = Some(resolved.clone());
+        match resolved_source(root, &lookup, &source, mode) {
+            Ok(resolved) => p.resolved_source = resolved,
+            Err(e) => return refuse(p, e),
         }
         let found = match lookup {
             Lookup::Missing(m) => {
@@ -537,12 +498,26 @@ impl<'a> Preparer<'a> {
             }
             Lookup::Found(f) => f,
         };
+        self.plan_found(p, found, want, &dest, seed_file);
+    }
+
+    /// Plans a source that exists: nothing, a chown, a repair, or a refusal.
+    fn plan_found(
+        &mut self,
+        p: &mut MountPlan,
+        found: Found,
+        want: Want,
+        dest: &str,
+        seed_file: Option<PathBuf>,
+    ) {
+        let owner = p.owner.expect("owner set for chroot mounts");
+        let ownership = p.ownership.unwrap_or_default();
         let kind = found.node.kind;
         match (want, kind) {
             (Want::File, Kind::Dir) => match is_empty_dir(&found) {
                 Ok(true) => {
                     p.action = Action::Repair;
-                    p.seed_from = seed_file.clone();
+                    p.seed_from = seed_file;
                     p.reason = match &p.seed_from {
                         None => format!(
                             "an empty directory where the image has a file at {dest}: replaced by an empty file"
@@ -780,6 +755,51 @@ fn give(node: &Node, path: &Path, owner: Owner, ownership: Ownership) -> Result<
     chown(&node.fd, owner)?;
     tracing::info!("gave {} to {}:{}", path.display(), owner.uid, owner.gid);
     Ok(())
+}
+
+/// Where a source that goes through a symlink lies inside its chroot (`None`: no symlink),
+/// or why it is refused.
+fn resolved_source(
+    root: &Root,
+    lookup: &Lookup,
+    source: &Path,
+    mode: Mode,
+) -> Result<Option<PathBuf>, String> {
+    let (via_symlink, rel) = match lookup {
+        Lookup::Found(f) => (f.via_symlink, f.rel.clone()),
+        Lookup::Missing(m) => (m.via_symlink, m.whole()),
+    };
+    if rel.as_os_str().is_empty() {
+        return Err("resolves to the chroot itself".into());
+    }
+    let resolved = root.host_path(&rel);
+    if resolved.as_os_str().len() >= chroot::PATH_MAX {
+        return Err("resolves inside the chroot to a path longer than PATH_MAX".into());
+    }
+    if via_symlink && resolved.to_str().is_none() {
+        // config.json is UTF-8: such a source could not be written back.
+        return Err(format!(
+            "resolves inside the chroot to {}, which is not UTF-8",
+            resolved.display()
+        ));
+    }
+    if via_symlink {
+        // The runtime mounted what the host resolves; unless that is the very inode
+        // found inside the chroot, refuse. The message says only what is inside the
+        // chroot: whether or where a host path exists is none of the caller's business.
+        let same = match lookup {
+            Lookup::Found(f) => host_is(source, &f.node),
+            Lookup::Missing(_) => false,
+        };
+        if mode == Mode::Hook && !same {
+            return Err(format!(
+                "goes through a symlink (inside the chroot: {}); an OCI hook cannot rewrite the mount: use the precreate hook or oci-volume-runtime",
+                resolved.display()
+            ));
+        }
+        return Ok(Some(resolved));
+    }
+    Ok(None)
 }
 
 /// Plans the creation of a missing source: `first` is its first missing component, `whole`

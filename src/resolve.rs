@@ -570,6 +570,41 @@ mod tests {
     }
 
     #[test]
+    fn a_walk_creates_each_missing_component_once_from_its_parent() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir(r.join("a")).unwrap();
+        symlink("/a", r.join("link")).unwrap();
+        let root = Root::open(r).unwrap();
+        let mut made = Vec::new();
+        let mut create = |dir: BorrowedFd<'_>, at: &Path, name: &OsStr, last: bool| {
+            made.push((at.join(name), last));
+            mkdirat(dir, name, Mode::from_bits_truncate(0o755)).map_err(Into::into)
+        };
+        let f = found(root.walk(Path::new("link/b/c"), Some(&mut create)).unwrap());
+        assert_eq!(f.rel, Path::new("a/b/c"));
+        assert!(f.via_symlink);
+        assert_eq!(
+            made,
+            vec![
+                (PathBuf::from("a/b"), false),
+                (PathBuf::from("a/b/c"), true)
+            ]
+        );
+        assert!(r.join("a/b/c").is_dir());
+        // Too deep a path is refused, not walked to the end.
+        let deep: PathBuf = std::iter::repeat_n("d", crate::chroot::MAX_COMPONENTS + 2).collect();
+        let mut n = 0;
+        let mut create = |dir: BorrowedFd<'_>, _: &Path, name: &OsStr, _: bool| {
+            n += 1;
+            mkdirat(dir, name, Mode::from_bits_truncate(0o755)).map_err(Into::into)
+        };
+        let e = root.walk(&deep, Some(&mut create)).unwrap_err().to_string();
+        assert!(e.contains("more than 256 components"), "{e}");
+        assert_eq!(n, crate::chroot::MAX_COMPONENTS + 1);
+    }
+
+    #[test]
     fn root_that_is_a_symlink_is_refused() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("real")).unwrap();

@@ -61,12 +61,126 @@ impl Pattern {
     }
 
     fn matches(&self, comps: &[&OsStr]) -> bool {
-        comps.len() >= self.parts.len()
-            && self.parts.iter().zip(comps).all(|(p, c)| match p {
-                Part::Any => true,
-                Part::Literal(l) => l == c,
-            })
+        comps.len() >= self.parts.len() && self.matches_prefix(comps)
     }
+
+    /// Whether the first components of `comps` agree with the pattern's (as far as both go).
+    fn matches_prefix(&self, comps: &[&OsStr]) -> bool {
+        self.parts.iter().zip(comps).all(|(p, c)| p.matches(c))
+    }
+
+    /// Why a source with components `comps` (no chroot of this pattern, nor inside one)
+    /// would expose chroots: it is one of their ancestors (`/` excepted: binding the whole
+    /// host is an explicit choice), or it lies under the directory holding the `*` chroots
+    /// without being in one.
+    fn exposes(&self, comps: &[&OsStr]) -> Option<String> {
+        let n = self.parts.len();
+        if !comps.is_empty() && comps.len() < n && self.matches_prefix(comps) {
+            return Some(format!("is an ancestor of the chroots {}", self.text));
+        }
+        let base = self.parts.iter().position(|p| *p == Part::Any)?;
+        let under_base = comps.len() > base && self.matches_prefix(&comps[..base]);
+        if under_base && !self.matches_prefix(comps) {
+            return Some(format!(
+                "lies beside the chroots {}, in no chroot",
+                self.text
+            ));
+        }
+        None
+    }
+}
+
+impl Part {
+    fn matches(&self, c: &OsStr) -> bool {
+        match self {
+            Part::Any => true,
+            Part::Literal(l) => l == c,
+        }
+    }
+}
+
+/// Linux's PATH_MAX, which counts the terminating NUL: a source has at most 4,095 bytes (the
+/// runtime could not mount a longer one), and the walk's cost grows with it.
+pub const PATH_MAX: usize = 4096;
+/// The most components a source may have below its chroot.
+pub const MAX_COMPONENTS: usize = 256;
+
+/// Where a bind-mount source lies with respect to the chroots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// Nowhere near a chroot: the source is the platform's business.
+    Outside,
+    /// A chroot itself: the platform's, never prepared.
+    Chroot(PathBuf),
+    Inside(InChroot),
+}
+
+/// Finds where `source` lies, or why it must be refused:
+/// - longer than [`PATH_MAX`], or more than [`MAX_COMPONENTS`] components in a chroot;
+/// - `..` anywhere once the path has reached a chroot (`<chroot>/..` is the chroot base, with
+///   every other tenant in it), or `..` landing in a chroot: the host would resolve it
+///   through the tenant's symlinks;
+/// - with `refuse_bases`, a chroot base, an ancestor of chroots, or a path under a base that
+///   is in no chroot (see [`Pattern`]), `..` or not: such a mount hands out other tenants.
+pub fn place(patterns: &[Pattern], source: &Path, refuse_bases: bool) -> Result<Place> {
+    let bytes = source.as_os_str().as_bytes();
+    if bytes.len() >= PATH_MAX {
+        bail!(
+            "the source is {} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})",
+            bytes.len()
+        );
+    }
+    if !source.is_absolute() {
+        return Ok(Place::Outside);
+    }
+    if bytes.contains(&0) {
+        bail!("path contains a NUL byte");
+    }
+    let at_or_in_chroot = |comps: &[&OsStr]| patterns.iter().any(|p| p.matches(comps));
+    let mut comps: Vec<&OsStr> = Vec::new();
+    let mut dotdot = false;
+    for c in source.components() {
+        match c {
+            Component::Normal(n) => comps.push(n),
+            Component::ParentDir => {
+                if at_or_in_chroot(&comps) {
+                    bail!("path {} contains `..`", source.display());
+                }
+                dotdot = true;
+                comps.pop();
+            }
+            _ => {}
+        }
+    }
+    if dotdot && at_or_in_chroot(&comps) {
+        bail!("path {} contains `..`", source.display());
+    }
+    for p in patterns {
+        if p.matches(&comps) && comps.len() > p.parts.len() {
+            let n = p.parts.len();
+            if comps.len() - n > MAX_COMPONENTS {
+                bail!(
+                    "the source has {} components below its chroot, more than {MAX_COMPONENTS}",
+                    comps.len() - n
+                );
+            }
+            let chroot: PathBuf = std::iter::once(OsStr::new("/"))
+                .chain(comps[..n].iter().copied())
+                .collect();
+            let rel: PathBuf = comps[n..].iter().collect();
+            return Ok(Place::Inside(InChroot { chroot, rel }));
+        }
+    }
+    if at_or_in_chroot(&comps) {
+        let chroot: PathBuf = std::iter::once(OsStr::new("/")).chain(comps).collect();
+        return Ok(Place::Chroot(chroot));
+    }
+    if refuse_bases {
+        if let Some(why) = patterns.iter().find_map(|p| p.exposes(&comps)) {
+            bail!("{why}: it would hand out other tenants' chroots (refuse_chroot_bases = true)");
+        }
+    }
+    Ok(Place::Outside)
 }
 
 /// A bind-mount source split at its chroot.
@@ -176,6 +290,76 @@ mod tests {
         let p = pats(&["/containerdata/*"]);
         assert!(locate(&p, Path::new("/containerdata/user-toto/../user-titi/x")).is_err());
         assert!(locate(&p, Path::new("/containerdata/user-toto/a/..")).is_err());
+    }
+
+    #[test]
+    fn dotdot_once_in_a_chroot_is_refused_whatever_the_switch() {
+        let p = pats(&["/containerdata/*"]);
+        for refuse in [false, true] {
+            for bad in [
+                "/containerdata/user-dd/..",
+                "/containerdata/user-dd/../",
+                "/containerdata/user-dd/a/../../user-titi",
+                "/containerdata/../containerdata/user-dd/x",
+                "/var/../containerdata/user-dd/x",
+            ] {
+                let e = place(&p, Path::new(bad), refuse).unwrap_err().to_string();
+                assert!(e.contains("`..`"), "{bad}: {e}");
+            }
+        }
+        // Through root's directories only, ending nowhere near a chroot: the host's business.
+        assert_eq!(
+            place(&p, Path::new("/var/lib/../log"), true).unwrap(),
+            Place::Outside
+        );
+    }
+
+    #[test]
+    fn bases_and_ancestors_are_refused_when_asked() {
+        let p = pats(&["/containerdata/*", "/srv/*/chroot", "/home/alice"]);
+        for bad in [
+            "/containerdata",
+            "/containerdata/",
+            "/containerdata/user-dd/..",
+            "/srv",
+            "/srv/t1",
+            "/srv/t1/other/x",
+            "/home",
+        ] {
+            assert!(place(&p, Path::new(bad), true).is_err(), "{bad}");
+        }
+        for (refuse, ok) in [
+            (true, "/"),
+            (true, "/etc/localtime"),
+            (true, "/home/bob/x"),
+            (false, "/containerdata"),
+            (false, "/srv/t1/other/x"),
+        ] {
+            assert_eq!(
+                place(&p, Path::new(ok), refuse).unwrap(),
+                Place::Outside,
+                "{ok}"
+            );
+        }
+        assert_eq!(
+            place(&p, Path::new("/srv/t1/chroot"), true).unwrap(),
+            Place::Chroot("/srv/t1/chroot".into())
+        );
+        assert!(matches!(
+            place(&p, Path::new("/srv/t1/chroot/x"), true).unwrap(),
+            Place::Inside(_)
+        ));
+    }
+
+    #[test]
+    fn long_sources_are_refused() {
+        let p = pats(&["/c/*"]);
+        let long = format!("/c/t/{}", "a".repeat(PATH_MAX));
+        assert!(place(&p, Path::new(&long), true).is_err());
+        let deep = format!("/c/t{}", "/a".repeat(MAX_COMPONENTS + 1));
+        assert!(place(&p, Path::new(&deep), true).is_err());
+        let ok = format!("/c/t{}", "/a".repeat(MAX_COMPONENTS));
+        assert!(place(&p, Path::new(&ok), true).is_ok());
     }
 
     #[test]

@@ -123,6 +123,12 @@ impl<'de> Deserialize<'de> for Pin {
 pub struct Config {
     /// Patterns of tenant chroots; `*` matches exactly one path component.
     pub chroots: Vec<Pattern>,
+    /// Create a missing chroot (root:root, 0755) when the directory it would live in passes
+    /// the chroot checks, as engines create a missing volume path; `false` refuses instead.
+    pub create_chroots: bool,
+    /// Refuse a bind source that is a chroot base, an ancestor of chroots, or a path under a
+    /// base in no chroot: such a mount would hand out every tenant's chroot.
+    pub refuse_chroot_bases: bool,
     pub owner: Owner,
     pub ownership: Ownership,
     /// Host files copied into a chroot when the tool creates the same path there, e.g.
@@ -146,6 +152,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             chroots: vec![Pattern::parse("/containerdata/*").expect("valid default pattern")],
+            create_chroots: true,
+            refuse_chroot_bases: true,
             owner: Owner::default(),
             ownership: Ownership::default(),
             seed_from_host: Vec::new(),
@@ -346,6 +354,9 @@ mod tests {
         assert_eq!(c.owner, Owner::ContainerRoot);
         assert_eq!(c.runtime, "runc");
         assert_eq!(c.chroots.len(), 1);
+        assert!(c.create_chroots && c.refuse_chroot_bases);
+        let c = Config::parse("create_chroots = false\nrefuse_chroot_bases = false").unwrap();
+        assert!(!c.create_chroots && !c.refuse_chroot_bases);
     }
 
     #[test]

@@ -7,8 +7,10 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
+
+use crate::sys::statx_at;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, SFlag, fstat, fstatat};
+use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, fchownat};
 use oci_spec::runtime::LinuxIdMapping;
 
@@ -19,6 +21,10 @@ use crate::spec::View;
 /// where ids are the host's own.
 pub fn map_id(mappings: &[LinuxIdMapping], id: u32, what: &str) -> Result<u32> {
     if mappings.is_empty() {
+        // (uid_t)-1 means "leave unchanged" to chown(2): never a real owner.
+        if id == u32::MAX {
+            bail!("{what} {id} is not a valid owner");
+        }
         return Ok(id);
     }
     for m in mappings {
@@ -42,6 +48,12 @@ pub fn map_id(mappings: &[LinuxIdMapping], id: u32, what: &str) -> Result<u32> {
 
 /// The host (uid, gid) that prepared sources are given to.
 pub fn host_owner(owner: Owner, view: &View) -> Result<(u32, u32)> {
+    // One without the other would give the container's files host group 0 (or user 0).
+    match (view.uid_mappings.is_empty(), view.gid_mappings.is_empty()) {
+        (false, true) => bail!("config.json has linux.uidMappings but no linux.gidMappings"),
+        (true, false) => bail!("config.json has linux.gidMappings but no linux.uidMappings"),
+        _ => {}
+    }
     let (uid, gid) = match owner {
         Owner::ContainerRoot => (0, 0),
         Owner::ProcessUser => view.user,
@@ -57,24 +69,30 @@ pub fn host_owner(owner: Owner, view: &View) -> Result<(u32, u32)> {
 pub struct TreeStats {
     pub changed: u64,
     pub already_right: u64,
-    /// Files with several links, left alone: another link may lie outside the chroot.
+    /// Non-directories with several links (files, symlinks, FIFOs...), left alone: another
+    /// link may lie outside the chroot.
     pub skipped_hard_links: u64,
-    /// Directories on another filesystem (mount points), not entered.
+    /// Mount points (another filesystem, or a bind mount of the same one): neither changed
+    /// nor entered.
     pub skipped_mounts: u64,
 }
 
 /// Gives every entry below the directory `dir` (an `O_PATH` descriptor; not `dir` itself) to
-/// `uid`/`gid`. Never follows a symlink (links themselves are changed), never leaves the
-/// directory's filesystem, and skips entries that are already right, so that a tree half
+/// `uid`/`gid`. Never follows a symlink (links themselves are changed), never crosses a
+/// mount point (`statx`: STATX_ATTR_MOUNT_ROOT, or a mount id other than the top's, so a
+/// bind mount of the same filesystem counts), never changes a non-directory with more than
+/// one link, and skips entries that are already right, so that a tree half
 /// right costs half the writes. Directories are shared out to one thread per core: on a big
 /// tree the time goes into one stat and at most one chown per entry.
 pub fn chown_below(dir: impl AsFd, uid: u32, gid: u32) -> Result<TreeStats> {
     let top = openat(dir, ".", DIR_FLAGS, Mode::empty()).context("opening directory")?;
-    let dev = fstat(&top).context("fstat")?.st_dev;
+    let st = statx_at(&top, c"", nix::libc::AT_EMPTY_PATH).context("statx")?;
+    let (dev, mnt_id) = (st.dev, st.mnt_id);
     let walk = Walk {
         uid,
         gid,
         dev,
+        mnt_id,
         queue: Mutex::new(vec![Job::Open(top)]),
         wake: Condvar::new(),
         pending: AtomicUsize::new(1),
@@ -111,6 +129,8 @@ struct Walk {
     uid: u32,
     gid: u32,
     dev: u64,
+    /// The top's mount id, when the kernel tells it (Linux 5.8+).
+    mnt_id: Option<u64>,
     queue: Mutex<Vec<Job>>,
     wake: Condvar,
     /// Jobs queued or being worked on; the walk is over when it reaches zero.
@@ -178,24 +198,25 @@ impl Walk {
         let mut stats = TreeStats::default();
         let mut children = Vec::new();
         for name in names {
-            let st = match fstatat(&*fd, name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let st = match statx_at(&*fd, name.as_c_str(), nix::libc::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue, // removed meanwhile
-                Err(e) => return Err(e).context("fstatat"),
+                Err(e) => return Err(e).context("statx"),
             };
-            let fmt = st.st_mode & SFlag::S_IFMT.bits();
-            if fmt == SFlag::S_IFDIR.bits() {
-                if st.st_dev != self.dev {
-                    stats.skipped_mounts += 1;
-                    continue;
-                }
+            let other_mount = self.mnt_id.is_some() && st.mnt_id != self.mnt_id;
+            if st.mount_root || st.dev != self.dev || other_mount {
+                stats.skipped_mounts += 1;
+                continue;
+            }
+            let is_dir = st.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
+            if is_dir {
                 children.push(Job::Child(fd.clone(), name.clone()));
             }
-            if st.st_uid == self.uid && st.st_gid == self.gid {
+            if st.uid == self.uid && st.gid == self.gid {
                 stats.already_right += 1;
                 continue;
             }
-            if fmt == SFlag::S_IFREG.bits() && st.st_nlink > 1 {
+            if !is_dir && st.nlink > 1 {
                 stats.skipped_hard_links += 1;
                 continue;
             }

@@ -7,21 +7,21 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use caps::{CapSet, Capability};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode as Perm, mkdirat};
+use nix::sys::stat::{Mode as Perm, SFlag, fstat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use serde::Serialize;
 
-use crate::chroot;
+use crate::chroot::{self, Place};
 use crate::config::{self, ANNOTATION_PREFIX, Config, Ownership};
 use crate::ownership;
-use crate::resolve::{Found, Kind, Lookup, Node, Root, open_nofollow};
+use crate::resolve::{self, Chroot, Found, Kind, Lookup, Node, Root, open_nofollow};
 use crate::spec::View;
 
 /// What the container needs at a mount's destination.
@@ -90,10 +90,10 @@ impl MountPlan {
         match &self.source {
             Some(s) => format!(
                 "mount {} (source {})",
-                self.destination.display(),
-                s.display()
+                shorten(&self.destination),
+                shorten(s)
             ),
-            None => format!("mount {}", self.destination.display()),
+            None => format!("mount {}", shorten(&self.destination)),
         }
     }
 }
@@ -104,7 +104,9 @@ pub struct Preparer<'a> {
     config: &'a Config,
     mode: Mode,
     rootfs: Option<Root>,
-    chroots: HashMap<PathBuf, Result<Root, String>>,
+    chroots: HashMap<PathBuf, Result<Chroot, String>>,
+    /// The soft RLIMIT_NOFILE to put back once done, when it had to be raised.
+    saved_nofile: Option<(u64, u64)>,
     /// The descriptor of each prepared source, by mount index: what was checked is what gets
     /// mounted (see `staging`).
     checked: HashMap<usize, Node>,
@@ -120,9 +122,43 @@ impl<'a> Preparer<'a> {
             mode,
             rootfs: None,
             chroots: HashMap::new(),
+            saved_nofile: None,
             checked: HashMap::new(),
             changeable: HashMap::new(),
         }
+    }
+
+    /// Makes sure the descriptors preparation may hold at once — one per source in a
+    /// chroot (kept for pinning), one per chroot, a walk's worth and a margin — fit under
+    /// RLIMIT_NOFILE, raising the soft limit to the hard one if needed (put back when the
+    /// preparer is dropped, before the runtime starts). Otherwise the container is refused
+    /// here, before any change, rather than half-prepared at the first EMFILE.
+    fn reserve_descriptors(&mut self) -> Result<()> {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let mut chroots = std::collections::HashSet::new();
+        let mut in_chroots = 0u64;
+        for b in &self.view.binds {
+            if let Ok(Place::Inside(i)) = chroot::place(&self.config.chroots, &b.source, false) {
+                in_chroots += 1;
+                chroots.insert(i.chroot);
+            }
+        }
+        if in_chroots == 0 {
+            return Ok(());
+        }
+        let needed = in_chroots + chroots.len() as u64 + chroot::MAX_COMPONENTS as u64 + 64;
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).context("getrlimit")?;
+        if needed <= soft {
+            return Ok(());
+        }
+        if needed > hard {
+            bail!(
+                "{in_chroots} mounts in chroots need up to {needed} open files, more than the limit of {hard} (ulimit -n); nothing was changed"
+            );
+        }
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).context("raising RLIMIT_NOFILE")?;
+        self.saved_nofile.get_or_insert((soft, hard));
+        Ok(())
     }
 
     /// The plan for every mount, in config.json order. Touches nothing.
@@ -130,6 +166,7 @@ impl<'a> Preparer<'a> {
     /// errors, naming the first mount they affect.
     pub fn plan(&mut self) -> Result<Vec<MountPlan>> {
         let settings = self.config.settings(&self.view.annotations)?;
+        self.reserve_descriptors()?;
         let mut plans: Vec<MountPlan> = Vec::new();
         let mut owner: Option<Owner> = None;
         for b in &self.view.binds {
@@ -146,27 +183,20 @@ impl<'a> Preparer<'a> {
                 seed_from: None,
                 resolved_source: None,
             };
-            let located = if b.source.is_absolute() {
-                chroot::locate(&self.config.chroots, &b.source)
-            } else {
-                Ok(None)
-            };
-            match located {
-                Err(e)
-                    if chroot::locate(&self.config.chroots, &strip_dotdot(&b.source))
-                        .ok()
-                        .flatten()
-                        .is_some() =>
-                {
-                    p.action = Action::Refuse;
-                    p.reason = format!("{e:#}");
-                }
-                Ok(Some(_)) if !settings.enabled => {
+            // Refusals of `..` and of chroot bases hold even where annotations disable the
+            // tool: they are what keeps one tenant out of the others.
+            match chroot::place(
+                &self.config.chroots,
+                &b.source,
+                self.config.refuse_chroot_bases,
+            ) {
+                Err(e) => refuse(&mut p, format!("{e:#}")),
+                Ok(Place::Inside(_)) if !settings.enabled => {
                     p.reason = format!(
                         "disabled for this container by annotation {ANNOTATION_PREFIX}enabled"
                     );
                 }
-                Ok(Some(inside)) => {
+                Ok(Place::Inside(inside)) => {
                     if owner.is_none() {
                         owner = Some(self.owner(settings.owner).with_context(|| p.name())?);
                         self.open_rootfs().with_context(|| p.name())?;
@@ -174,9 +204,14 @@ impl<'a> Preparer<'a> {
                     p.chroot = Some(inside.chroot.clone());
                     p.owner = owner;
                     p.ownership = Some(settings.ownership);
-                    self.plan_in_chroot(&mut p, &inside);
+                    if b.destination.as_os_str().len() >= chroot::PATH_MAX {
+                        refuse(&mut p, "the destination is longer than PATH_MAX".into());
+                    } else {
+                        self.plan_in_chroot(&mut p, &inside);
+                    }
                 }
-                _ => p.reason = "source is in no chroot".into(),
+                Ok(Place::Chroot(_)) => p.reason = "source is a chroot itself".into(),
+                Ok(Place::Outside) => p.reason = "source is in no chroot".into(),
             }
             plans.push(p);
         }
@@ -206,13 +241,8 @@ impl<'a> Preparer<'a> {
     /// The returned plans carry the in-chroot path of every source that must be rewritten.
     pub fn prepare(&mut self) -> Result<Vec<MountPlan>> {
         let mut plans = self.plan()?;
-        for p in &plans {
-            if p.action == Action::Refuse {
-                tracing::error!(mount = %p.destination.display(), "{}: {}", p.name(), p.reason);
-            }
-        }
-        if let Some(p) = plans.iter().find(|p| p.action == Action::Refuse) {
-            bail!("{}: {}", p.name(), p.reason);
+        if let Some(line) = refusal(&plans) {
+            bail!("{line}");
         }
         if let Some(p) = plans.iter().find(|p| p.chroot.is_some()) {
             let mut needed = vec![
@@ -276,19 +306,37 @@ impl<'a> Preparer<'a> {
                 .map(Path::to_path_buf),
         );
         let chroot_path = chroot_path.clone();
+        let Some(root) = self
+            .chroot(&chroot_path)
+            .ok()
+            .and_then(|r| r.fd().try_clone_to_owned().ok())
+        else {
+            return true;
+        };
+        // Each step opened from the one above (linear in the depth), unless already known.
+        let mut above: Option<OwnedFd> = None;
         for dir in steps {
             let key = (chroot_path.clone(), dir);
             let changeable = match self.changeable.get(&key) {
-                Some(c) => *c,
+                Some(c) => {
+                    above = None;
+                    *c
+                }
                 None => {
-                    let c = match self
-                        .chroot(&chroot_path)
-                        .ok()
-                        .and_then(|root| root.stat_plain(&key.1))
-                    {
-                        Some(st) => st.st_uid != 0 || st.st_mode & 0o022 != 0,
+                    let fd = match (&above, key.1.file_name()) {
+                        _ if key.1.as_os_str().is_empty() => root.try_clone().ok(),
+                        (Some(up), Some(name)) => open_nofollow(up, name, OFlag::O_DIRECTORY).ok(),
+                        _ => resolve::open_beneath(root.as_fd(), &key.1),
+                    };
+                    let c = match fd.as_ref().and_then(|fd| fstat(fd).ok()) {
+                        Some(st) => {
+                            st.st_uid != 0
+                                || st.st_mode & 0o022 != 0
+                                || st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits()
+                        }
                         None => true,
                     };
+                    above = fd;
                     *self.changeable.entry(key).or_insert(c)
                 }
             };
@@ -310,16 +358,36 @@ impl<'a> Preparer<'a> {
             .rootfs
             .as_ref()
             .ok_or_else(|| anyhow!("config.json has no root.path"))?;
-        self.rootfs = Some(Root::open(path).with_context(|| format!("rootfs {}", path.display()))?);
+        // The engine's path (trusted): its symlinks are the host's, resolved once.
+        self.rootfs =
+            Some(Root::open_trusted(path).with_context(|| format!("rootfs {}", path.display()))?);
         Ok(())
     }
 
-    fn chroot(&mut self, path: &Path) -> Result<&Root, String> {
+    /// The chroot at `path` as planning finds it: open, missing, or refused (why).
+    fn chroot_state(&mut self, path: &Path) -> Result<&Chroot, String> {
         self.chroots
             .entry(path.to_path_buf())
-            .or_insert_with(|| Root::open_chroot(path).map_err(|e| format!("chroot {e:#}")))
+            .or_insert_with(|| Root::chroot(path, false).map_err(|e| format!("chroot {e:#}")))
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The open chroot at `path`; with `create`, a missing one is made first.
+    fn chroot_open(&mut self, path: &Path, create: bool) -> Result<&Root, String> {
+        let missing = matches!(self.chroot_state(path), Ok(Chroot::Missing));
+        if missing && create {
+            let made = Root::chroot(path, true).map_err(|e| format!("chroot {e:#}"));
+            self.chroots.insert(path.to_path_buf(), made);
+        }
+        match self.chroot_state(path)? {
+            Chroot::Open(root) => Ok(root),
+            Chroot::Missing => Err(format!("chroot {} does not exist", path.display())),
+        }
+    }
+
+    fn chroot(&mut self, path: &Path) -> Result<&Root, String> {
+        self.chroot_open(path, false)
     }
 
     /// What the image has at `dest`, symlinks resolved inside the image.
@@ -371,8 +439,33 @@ impl<'a> Preparer<'a> {
         let owner = p.owner.expect("owner set for chroot mounts");
         let dest = p.destination.display().to_string();
         let source = p.source.clone().expect("bind mounts have a source");
-        let root = match self.chroot(&inside.chroot) {
-            Ok(r) => r,
+        let create_chroots = self.config.create_chroots;
+        let root = match self.chroot_state(&inside.chroot) {
+            Ok(Chroot::Open(r)) => r,
+            Ok(Chroot::Missing) if create_chroots => {
+                let first = inside
+                    .rel
+                    .iter()
+                    .next()
+                    .map(Path::new)
+                    .unwrap_or(&inside.rel);
+                let is_last = inside.rel.iter().count() == 1;
+                let c = &inside.chroot;
+                plan_missing(p, want, is_last, &c.join(first), &source, &dest, seed_file);
+                p.reason = format!(
+                    "the chroot {} does not exist yet: it is created (root:root, 0755); {}",
+                    c.display(),
+                    p.reason
+                );
+                return;
+            }
+            Ok(Chroot::Missing) => {
+                let c = inside.chroot.display();
+                return refuse(
+                    p,
+                    format!("chroot {c} does not exist (create_chroots = false)"),
+                );
+            }
             Err(e) => return refuse(p, e),
         };
         // Already there, no symlink on the way: one openat2 tells all.
@@ -392,84 +485,39 @@ impl<'a> Preparer<'a> {
             Ok(l) => l,
             Err(e) => return refuse(p, format!("{e:#}")),
         };
-        let (via_symlink, rel) = match &lookup {
-            Lookup::Found(f) => (f.via_symlink, f.rel.clone()),
-            Lookup::Missing(m) => (m.via_symlink, m.parent_rel.join(&m.name)),
-        };
-        if rel.as_os_str().is_empty() {
-            return refuse(p, "resolves to the chroot itself".into());
-        }
-        let resolved = root.host_path(&rel);
-        if via_symlink && resolved.to_str().is_none() {
-            // config.json is UTF-8: such a source could not be written back.
-            return refuse(
-                p,
-                format!(
-                    "resolves inside the chroot to {}, which is not UTF-8",
-                    resolved.display()
-                ),
-            );
-        }
-        if via_symlink {
-            if mode == Mode::Hook {
-                let host = std::fs::canonicalize(&source).ok();
-                if host.as_deref() != Some(resolved.as_path())
-                    || matches!(lookup, Lookup::Missing(_))
-                {
-                    let host = host.map_or("nothing".into(), |h| h.display().to_string());
-                    return refuse(
-                        p,
-                        format!(
-                            "goes through a symlink: inside the chroot it is {}, the host resolves {}; an OCI hook cannot rewrite the mount (use the precreate hook or oci-volume-runtime)",
-                            resolved.display(),
-                            host
-                        ),
-                    );
-                }
-            }
-            p.resolved_source = Some(resolved.clone());
+        match resolved_source(root, &lookup, &source, mode) {
+            Ok(resolved) => p.resolved_source = resolved,
+            Err(e) => return refuse(p, e),
         }
         let found = match lookup {
             Lookup::Missing(m) => {
-                let (action, reason) = match (m.is_last, want) {
-                    (true, Want::File) => (
-                        Action::CreateFile,
-                        format!("missing; the image has a file at {dest}"),
-                    ),
-                    (true, Want::Dir) => (
-                        Action::CreateDir,
-                        format!("missing; the image has a directory at {dest}"),
-                    ),
-                    (true, Want::Any) => (
-                        Action::CreateDir,
-                        format!("missing; the image has nothing at {dest}, so a directory"),
-                    ),
-                    (false, _) => (
-                        what_for(want),
-                        format!(
-                            "missing from {} on; parents are created as directories",
-                            root.host_path(&m.parent_rel.join(&m.name)).display()
-                        ),
-                    ),
-                };
-                p.action = action;
-                p.reason = reason;
-                if action == Action::CreateFile {
-                    p.seed_from = seed_file.clone();
-                }
-                if let Some(h) = &p.seed_from {
-                    p.reason += &format!("; its content is copied from the host's {}", h.display());
-                }
+                let first = root.host_path(&m.parent_rel.join(&m.name));
+                let whole = root.host_path(&m.whole());
+                plan_missing(p, want, m.is_last, &first, &whole, &dest, seed_file);
                 return;
             }
             Lookup::Found(f) => f,
         };
+        self.plan_found(p, found, want, &dest, seed_file);
+    }
+
+    /// Plans a source that exists: nothing, a chown, a repair, or a refusal.
+    fn plan_found(
+        &mut self,
+        p: &mut MountPlan,
+        found: Found,
+        want: Want,
+        dest: &str,
+        seed_file: Option<PathBuf>,
+    ) {
+        let owner = p.owner.expect("owner set for chroot mounts");
+        let ownership = p.ownership.unwrap_or_default();
         let kind = found.node.kind;
         match (want, kind) {
             (Want::File, Kind::Dir) => match is_empty_dir(&found) {
                 Ok(true) => {
                     p.action = Action::Repair;
-                    p.seed_from = seed_file.clone();
+                    p.seed_from = seed_file;
                     p.reason = match &p.seed_from {
                         None => format!(
                             "an empty directory where the image has a file at {dest}: replaced by an empty file"
@@ -499,7 +547,8 @@ impl<'a> Preparer<'a> {
     }
 
     /// Brings one source to the planned state; returns its in-chroot path if it must be
-    /// rewritten.
+    /// rewritten. One walk creates what is missing, each component from its parent's
+    /// descriptor; only a repair (rmdir, then create) walks again.
     fn apply(&mut self, p: &MountPlan) -> Result<(Option<PathBuf>, Node)> {
         let (Some(chroot_path), Some(source), Some(want), Some(owner)) =
             (&p.chroot, &p.source, p.wanted, p.owner)
@@ -507,136 +556,291 @@ impl<'a> Preparer<'a> {
             bail!("not a mount in a chroot");
         };
         let ownership = p.ownership.unwrap_or_default();
-        let chown = |fd: &OwnedFd| {
-            if ownership == Ownership::None {
-                Ok(())
-            } else {
-                chown(fd, owner)
-            }
-        };
         let inside =
             chroot::locate(&self.config.chroots, source)?.expect("planned inside a chroot");
-        let root = self.chroot(chroot_path).map_err(|e| anyhow!(e))?;
-        let max_steps = 2 * inside.rel.components().count() + 64;
-        for _ in 0..max_steps {
-            match root.lookup(&inside.rel)? {
-                Lookup::Missing(m) => {
-                    let name = m.name.as_os_str();
-                    if !m.is_last || want != Want::File {
-                        match mkdirat(&m.parent, name, Perm::from_bits_truncate(0o755)) {
-                            Ok(()) => {
-                                let fd = open_nofollow(&m.parent, name, OFlag::O_DIRECTORY)?;
-                                chown(&fd)?;
-                                tracing::info!(
-                                    "created directory {}",
-                                    root.host_path(&m.parent_rel.join(name)).display()
-                                );
-                            }
-                            Err(Errno::EEXIST) => {}
-                            Err(e) => bail!(
-                                "creating directory {}: {}",
-                                root.host_path(&m.parent_rel.join(name)).display(),
-                                e.desc()
-                            ),
+        let create_chroots = self.config.create_chroots;
+        let root = self
+            .chroot_open(chroot_path, create_chroots)
+            .map_err(|e| anyhow!(e))?;
+        let seed = p.seed_from.as_deref();
+        for _ in 0..MAX_ROUNDS {
+            let mut make = |parent: BorrowedFd<'_>, at: &Path, name: &OsStr, last: bool| {
+                let path = root.host_path(&at.join(name));
+                create(
+                    parent,
+                    name,
+                    &path,
+                    last && want == Want::File,
+                    seed,
+                    |fd| {
+                        if ownership == Ownership::None {
+                            Ok(())
+                        } else {
+                            chown(fd, owner)
                         }
-                    } else {
-                        let path = root.host_path(&m.parent_rel.join(name));
-                        let created = match &p.seed_from {
-                            Some(host) => create_seeded(&m.parent, name, host, |fd| chown(fd)),
-                            None => create_empty(&m.parent, name, |fd| chown(fd)),
-                        };
-                        if created.with_context(|| format!("creating file {}", path.display()))? {
-                            match &p.seed_from {
-                                Some(h) => tracing::info!(
-                                    "created file {} from the host's {}",
-                                    path.display(),
-                                    h.display()
-                                ),
-                                None => tracing::info!("created file {}", path.display()),
-                            }
-                        }
+                    },
+                )
+            };
+            let f = match root.walk(&inside.rel, Some(&mut make))? {
+                Lookup::Found(f) => f,
+                Lookup::Missing(m) => bail!(
+                    "{} could not be created",
+                    root.host_path(&m.whole()).display()
+                ),
+            };
+            let Some((parent, name)) = &f.parent else {
+                bail!("resolves to the chroot itself")
+            };
+            let path = root.host_path(&f.rel);
+            match (want, f.node.kind) {
+                (Want::File, Kind::Dir) => remove_empty_dir(parent, name, &path, &p.destination)?,
+                (Want::Dir, Kind::File) => bail!(
+                    "{} is a regular file, but the image has a directory at {}",
+                    path.display(),
+                    p.destination.display()
+                ),
+                (_, Kind::Dir | Kind::File) => {
+                    if ownership != Ownership::None && chown_needed(&f.node, owner)? {
+                        give(&f.node, &path, owner, ownership)?;
                     }
+                    return Ok((f.via_symlink.then_some(path), f.node));
                 }
-                Lookup::Found(f) => {
-                    let Some((parent, name)) = &f.parent else {
-                        bail!("resolves to the chroot itself")
-                    };
-                    let path = root.host_path(&f.rel);
-                    match (want, f.node.kind) {
-                        (Want::File, Kind::Dir) => {
-                            // rmdir removes nothing but an empty directory, whatever the name
-                            // now stands for.
-                            match unlinkat(parent, name.as_os_str(), UnlinkatFlags::RemoveDir) {
-                                Ok(()) => tracing::info!(
-                                    "removed empty directory {} to make it a file",
-                                    path.display()
-                                ),
-                                Err(Errno::ENOENT | Errno::ENOTDIR) => {}
-                                Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
-                                    bail!(
-                                        "{} is a non-empty directory, but the image has a file at {}",
-                                        path.display(),
-                                        p.destination.display()
-                                    )
-                                }
-                                Err(e) => bail!(
-                                    "removing empty directory {}: {}",
-                                    path.display(),
-                                    e.desc()
-                                ),
-                            }
-                        }
-                        (Want::Dir, Kind::File) => {
-                            bail!(
-                                "{} is a regular file, but the image has a directory at {}",
-                                path.display(),
-                                p.destination.display()
-                            )
-                        }
-                        (_, Kind::Dir | Kind::File) => {
-                            if ownership != Ownership::None && chown_needed(&f.node, owner)? {
-                                if ownership == Ownership::RecursiveOnMismatch
-                                    && f.node.kind == Kind::Dir
-                                {
-                                    let stats =
-                                        ownership::chown_below(&f.node.fd, owner.uid, owner.gid)
-                                            .with_context(|| {
-                                                format!("changing owners below {}", path.display())
-                                            })?;
-                                    tracing::info!(
-                                        "below {}: {} changed, {} already right, {} hard-linked files and {} mount points left alone",
-                                        path.display(),
-                                        stats.changed,
-                                        stats.already_right,
-                                        stats.skipped_hard_links,
-                                        stats.skipped_mounts
-                                    );
-                                }
-                                // The top last: if anything above failed, a rerun sees the
-                                // mismatch and walks again.
-                                chown(&f.node.fd)?;
-                                tracing::info!(
-                                    "gave {} to {}:{}",
-                                    path.display(),
-                                    owner.uid,
-                                    owner.gid
-                                );
-                            }
-                            return Ok((f.via_symlink.then_some(path), f.node));
-                        }
-                        (_, other) => bail!(
-                            "{} is a {other}, not a regular file or directory",
-                            path.display()
-                        ),
-                    }
-                }
+                (_, other) => bail!(
+                    "{} is a {other}, not a regular file or directory",
+                    path.display()
+                ),
             }
         }
         bail!(
             "{} keeps changing while it is prepared; gave up",
-            p.source.as_deref().unwrap_or(Path::new("")).display()
+            shorten(source)
         )
     }
+}
+
+/// A path for a message: whole up to PATH_MAX, else its start and its length (a refused
+/// 30 MB source must not make a 30 MB log line).
+fn shorten(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.len() <= chroot::PATH_MAX {
+        return text;
+    }
+    let mut end = 256;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}
+
+/// The line refusing a container, if any mount is refused; every refusal is logged, a
+/// cause shared by several mounts (their chroot) once, with how many it concerns.
+fn refusal(plans: &[MountPlan]) -> Option<String> {
+    let refused: Vec<&MountPlan> = plans
+        .iter()
+        .filter(|p| p.action == Action::Refuse)
+        .collect();
+    refused.first()?;
+    let sharing = |p: &MountPlan| {
+        refused
+            .iter()
+            .filter(|q| q.chroot.is_some() && q.chroot == p.chroot && q.reason == p.reason)
+            .count()
+    };
+    let line = |p: &MountPlan| match sharing(p) {
+        n if n > 1 && p.reason.starts_with("chroot ") => {
+            format!(
+                "{}: {} (and {} other mounts in it)",
+                p.name(),
+                p.reason,
+                n - 1
+            )
+        }
+        _ => format!("{}: {}", p.name(), p.reason),
+    };
+    let mut seen: Vec<(&Option<PathBuf>, &str)> = Vec::new();
+    let mut lines = Vec::new();
+    for p in &refused {
+        if p.chroot.is_some() && p.reason.starts_with("chroot ") {
+            let key = (&p.chroot, p.reason.as_str());
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+        }
+        lines.push(line(p));
+    }
+    // The first is the container's refusal line, which the caller reports and logs.
+    for l in &lines[1..] {
+        tracing::error!("{l}");
+    }
+    Some(lines.swap_remove(0))
+}
+
+/// Walks a source may take: a repair (rmdir, then create) needs two; a tenant racing the
+/// tool may cost a few more.
+const MAX_ROUNDS: usize = 16;
+
+/// Creates the missing `name` in `parent`: the source file (`file`), else a directory. An
+/// existing name (a racing creator's) is left as it is: the walk opens whatever it holds.
+fn create(
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    path: &Path,
+    file: bool,
+    seed: Option<&Path>,
+    finish: impl Fn(&OwnedFd) -> Result<()>,
+) -> Result<()> {
+    if !file {
+        match mkdirat(parent, name, Perm::from_bits_truncate(0o755)) {
+            Ok(()) => {
+                let fd = open_nofollow(parent, name, OFlag::O_DIRECTORY)?;
+                finish(&fd)?;
+                tracing::info!("created directory {}", path.display());
+            }
+            Err(Errno::EEXIST) => {}
+            Err(e) => bail!("creating directory {}: {}", path.display(), e.desc()),
+        }
+        return Ok(());
+    }
+    let created = match seed {
+        Some(host) => create_seeded(parent, name, host, finish),
+        None => create_empty(parent, name, finish),
+    };
+    if created.with_context(|| format!("creating file {}", path.display()))? {
+        match seed {
+            Some(h) => tracing::info!(
+                "created file {} from the host's {}",
+                path.display(),
+                h.display()
+            ),
+            None => tracing::info!("created file {}", path.display()),
+        }
+    }
+    Ok(())
+}
+
+/// rmdir removes nothing but an empty directory, whatever the name now stands for.
+fn remove_empty_dir(parent: &OwnedFd, name: &OsStr, path: &Path, dest: &Path) -> Result<()> {
+    match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
+        Ok(()) => tracing::info!(
+            "removed empty directory {} to make it a file",
+            path.display()
+        ),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => {}
+        Err(Errno::ENOTEMPTY | Errno::EEXIST) => bail!(
+            "{} is a non-empty directory, but the image has a file at {}",
+            path.display(),
+            dest.display()
+        ),
+        Err(e) => bail!("removing empty directory {}: {}", path.display(), e.desc()),
+    }
+    Ok(())
+}
+
+/// Gives a source to `owner` (and, recursive-on-mismatch, what is below it): the top last,
+/// so that an interrupted run sees the mismatch again and walks again.
+fn give(node: &Node, path: &Path, owner: Owner, ownership: Ownership) -> Result<()> {
+    if ownership == Ownership::RecursiveOnMismatch && node.kind == Kind::Dir {
+        let stats = ownership::chown_below(&node.fd, owner.uid, owner.gid)
+            .with_context(|| format!("changing owners below {}", path.display()))?;
+        tracing::info!(
+            "below {}: {} changed, {} already right, {} hard-linked entries and {} mount points left alone",
+            path.display(),
+            stats.changed,
+            stats.already_right,
+            stats.skipped_hard_links,
+            stats.skipped_mounts
+        );
+    }
+    chown(&node.fd, owner)?;
+    tracing::info!("gave {} to {}:{}", path.display(), owner.uid, owner.gid);
+    Ok(())
+}
+
+/// Where a source that goes through a symlink lies inside its chroot (`None`: no symlink),
+/// or why it is refused.
+fn resolved_source(
+    root: &Root,
+    lookup: &Lookup,
+    source: &Path,
+    mode: Mode,
+) -> Result<Option<PathBuf>, String> {
+    let (via_symlink, rel) = match lookup {
+        Lookup::Found(f) => (f.via_symlink, f.rel.clone()),
+        Lookup::Missing(m) => (m.via_symlink, m.whole()),
+    };
+    if rel.as_os_str().is_empty() {
+        return Err("resolves to the chroot itself".into());
+    }
+    let resolved = root.host_path(&rel);
+    if resolved.as_os_str().len() >= chroot::PATH_MAX {
+        return Err("resolves inside the chroot to a path longer than PATH_MAX".into());
+    }
+    if via_symlink && resolved.to_str().is_none() {
+        // config.json is UTF-8: such a source could not be written back.
+        return Err(format!(
+            "resolves inside the chroot to {}, which is not UTF-8",
+            resolved.display()
+        ));
+    }
+    if via_symlink {
+        // The runtime mounted what the host resolves; unless that is the very inode
+        // found inside the chroot, refuse. The message says only what is inside the
+        // chroot: whether or where a host path exists is none of the caller's business.
+        let same = match lookup {
+            Lookup::Found(f) => host_is(source, &f.node),
+            Lookup::Missing(_) => false,
+        };
+        if mode == Mode::Hook && !same {
+            return Err(format!(
+                "goes through a symlink (inside the chroot: {}); an OCI hook cannot rewrite the mount: use the precreate hook or oci-volume-runtime",
+                resolved.display()
+            ));
+        }
+        return Ok(Some(resolved));
+    }
+    Ok(None)
+}
+
+/// Plans the creation of a missing source: `first` is its first missing component, `whole`
+/// everything to create.
+fn plan_missing(
+    p: &mut MountPlan,
+    want: Want,
+    is_last: bool,
+    first: &Path,
+    whole: &Path,
+    dest: &str,
+    seed_file: Option<PathBuf>,
+) {
+    let image = match want {
+        Want::File => format!("the image has a file at {dest}"),
+        Want::Dir => format!("the image has a directory at {dest}"),
+        Want::Any => format!("the image has nothing at {dest}, so a directory"),
+    };
+    p.action = what_for(want);
+    p.reason = if is_last {
+        format!("missing; {image}")
+    } else {
+        format!(
+            "missing from {} on: {} is created, parents as directories; {image}",
+            first.display(),
+            whole.display()
+        )
+    };
+    if p.action == Action::CreateFile {
+        p.seed_from = seed_file;
+    }
+    if let Some(h) = &p.seed_from {
+        p.reason += &format!("; its content is copied from the host's {}", h.display());
+    }
+}
+
+/// Whether the host resolves `source` (following its symlinks, as the runtime did) to the
+/// inode of `node`. A stat, never an open: a FIFO cannot block it.
+fn host_is(source: &Path, node: &Node) -> bool {
+    nix::sys::stat::stat(source)
+        .is_ok_and(|st| (st.st_dev, st.st_ino) == (node.stat.st_dev, node.stat.st_ino))
 }
 
 fn what_for(want: Want) -> Action {
@@ -650,6 +854,18 @@ fn what_for(want: Want) -> Action {
 fn refuse(p: &mut MountPlan, reason: String) {
     p.action = Action::Refuse;
     p.reason = reason;
+}
+
+impl Drop for Preparer<'_> {
+    fn drop(&mut self) {
+        if let Some((soft, hard)) = self.saved_nofile.take() {
+            let _ = nix::sys::resource::setrlimit(
+                nix::sys::resource::Resource::RLIMIT_NOFILE,
+                soft,
+                hard,
+            );
+        }
+    }
 }
 
 /// Fails, naming what is missing, unless every capability in `needed` is effective: the
@@ -669,13 +885,6 @@ pub fn require_capabilities(needed: &[Capability]) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// `a/../b` → `a/b`: only used to tell whether a refused path was aimed at a chroot.
-fn strip_dotdot(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| !matches!(c, std::path::Component::ParentDir))
-        .collect()
 }
 
 /// Whether the owner must change; a hard-linked file is refused, since its other names may
@@ -720,7 +929,7 @@ fn chown_needed(node: &Node, owner: Owner) -> Result<bool> {
 /// Creates an empty file with `O_CREAT|O_EXCL|O_NOFOLLOW`, then `finish`es it through its
 /// descriptor. `false` when the name exists already, whatever it is.
 fn create_empty(
-    parent: &OwnedFd,
+    parent: BorrowedFd<'_>,
     name: &OsStr,
     finish: impl Fn(&OwnedFd) -> Result<()>,
 ) -> Result<bool> {
@@ -737,7 +946,7 @@ fn create_empty(
 /// unnamed `O_TMPFILE`, then linked in, so the name appears complete or not at all (`linkat`
 /// fails with `EEXIST` like `O_EXCL`) and a failed copy leaves nothing behind.
 fn create_seeded(
-    parent: &OwnedFd,
+    parent: BorrowedFd<'_>,
     name: &OsStr,
     host: &Path,
     finish: impl Fn(&OwnedFd) -> Result<()>,

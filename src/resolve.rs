@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2, readlinkat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, mkdirat};
 
 /// Linux's own limit on symlinks in one resolution.
 const MAX_SYMLINKS: u32 = 40;
@@ -103,7 +103,37 @@ pub struct Missing {
     pub parent_rel: PathBuf,
     /// Whether more components follow the missing one (it must then be a directory).
     pub is_last: bool,
+    /// The components after the missing one, as the walk would have taken them.
+    pub rest: Vec<OsString>,
     pub via_symlink: bool,
+}
+
+impl Missing {
+    /// Everything that is missing, relative to the root: `a/b/c` when `a` is.
+    pub fn whole(&self) -> PathBuf {
+        let mut p = self.parent_rel.join(&self.name);
+        for c in &self.rest {
+            p.push(c);
+        }
+        p
+    }
+}
+
+/// Creates a missing `name` in the directory `parent` (`true`: it is the last component):
+/// the walk then opens whatever the name holds, created by this call or by a racing one.
+/// Its arguments: the parent's descriptor and path relative to the root, the name, and
+/// whether it is the last component.
+pub type Create<'a> = &'a mut dyn FnMut(BorrowedFd<'_>, &Path, &OsStr, bool) -> Result<()>;
+
+/// Missing components one walk may create (each racing deletion costs one more).
+const MAX_CREATIONS: usize = 4 * crate::chroot::MAX_COMPONENTS;
+
+/// What opening a chroot found.
+#[derive(Debug)]
+pub enum Chroot {
+    Open(Root),
+    /// Only the chroot itself is missing; every directory above it passed the checks.
+    Missing,
 }
 
 #[derive(Debug)]
@@ -143,10 +173,41 @@ impl Root {
         })
     }
 
+    /// Opens a directory whose path the engine gave (a bundle's rootfs): trusted, so the
+    /// host's symlinks on it are followed (`/var/lib/docker` may live on another disk), but
+    /// resolved once; everything after goes through the descriptor.
+    pub fn open_trusted(path: &Path) -> Result<Root> {
+        let fd = match openat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::ENOTDIR) => bail!("{} is not a directory", path.display()),
+            Err(Errno::ENOENT) => bail!("{} does not exist", path.display()),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+        };
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// Opens a tenant chroot, refusing one that someone other than root could swap: every
     /// directory from `/` down to it must be root's and not writable by others — unless
     /// sticky (like /var/tmp) with a root-owned entry below it — and none a symlink.
     pub fn open_chroot(path: &Path) -> Result<Root> {
+        match Root::chroot(path, false)? {
+            Chroot::Open(root) => Ok(root),
+            Chroot::Missing => bail!("{} does not exist", path.display()),
+        }
+    }
+
+    /// Like [`open_chroot`](Self::open_chroot), telling a chroot that is merely missing
+    /// apart; with `create`, makes it: a plain directory, root:root, 0755 — the platform's,
+    /// never the container's. A racing creator's directory is taken as it is found.
+    pub fn chroot(path: &Path, create: bool) -> Result<Chroot> {
         let mut cur = open_nofollow(
             nix::fcntl::AT_FDCWD,
             std::ffi::OsStr::new("/"),
@@ -160,7 +221,7 @@ impl Root {
                 _ => None,
             })
             .collect();
-        for name in &comps {
+        for (i, name) in comps.iter().enumerate() {
             let st = fstat(&cur).context("fstat")?;
             let writable_by_others = st.st_mode & 0o022 != 0;
             let sticky = st.st_mode & 0o1000 != 0;
@@ -183,6 +244,10 @@ impl Root {
                     bail!("{} is a symlink", shown.display())
                 }
                 Err(Errno::ENOTDIR) => bail!("{} is not a directory", shown.display()),
+                Err(Errno::ENOENT) if i + 1 == comps.len() && !create => {
+                    return Ok(Chroot::Missing);
+                }
+                Err(Errno::ENOENT) if i + 1 == comps.len() => create_chroot(&cur, name, &shown)?,
                 Err(Errno::ENOENT) => bail!("{} does not exist", shown.display()),
                 Err(e) => return Err(e).with_context(|| format!("opening {}", shown.display())),
             };
@@ -194,10 +259,10 @@ impl Root {
                 );
             }
         }
-        Ok(Root {
+        Ok(Chroot::Open(Root {
             fd: cur,
             path: path.to_path_buf(),
-        })
+        }))
     }
 
     pub fn path(&self) -> &Path {
@@ -220,19 +285,7 @@ impl Root {
     /// The fast path for the common case, a path that exists and has no symlink on it: one
     /// `openat2` that refuses symlinks, `..` and magic links. `None` means "walk instead".
     pub fn lookup_plain(&self, rel: &Path) -> Option<Node> {
-        if rel.as_os_str().is_empty()
-            || rel.components().any(|c| !matches!(c, Component::Normal(_)))
-        {
-            return None;
-        }
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(
-                ResolveFlag::RESOLVE_BENEATH
-                    | ResolveFlag::RESOLVE_NO_SYMLINKS
-                    | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-            );
-        let fd = openat2(&self.fd, rel, how).ok()?;
+        let fd = open_beneath(self.fd.as_fd(), rel)?;
         // A final symlink comes back as itself (O_PATH|O_NOFOLLOW): that is the walk's job.
         Node::from_fd(fd).ok().filter(|n| n.kind != Kind::Symlink)
     }
@@ -247,12 +300,27 @@ impl Root {
 
     /// Resolves `rel` inside the root, stopping at the first missing component.
     pub fn lookup(&self, rel: &Path) -> Result<Lookup> {
+        self.walk(rel, None)
+    }
+
+    /// Resolves `rel` inside the root; with `create`, each missing component is made from
+    /// the descriptor of its parent and the walk goes on from there, so a path of n missing
+    /// components costs O(n), not a walk from the root per component.
+    pub fn walk(&self, rel: &Path, mut create: Option<Create<'_>>) -> Result<Lookup> {
         let mut queue: VecDeque<OsString> = VecDeque::new();
         push_front(&mut queue, rel);
         let mut stack: Vec<(OwnedFd, OsString)> = Vec::new();
         let mut links = 0;
+        let mut creations = 0;
         let mut via_symlink = false;
         while let Some(name) = queue.pop_front() {
+            if stack.len() > crate::chroot::MAX_COMPONENTS {
+                bail!(
+                    "{} resolves to more than {} components",
+                    self.host_path(rel).display(),
+                    crate::chroot::MAX_COMPONENTS
+                );
+            }
             if name == ".." {
                 stack.pop();
                 continue;
@@ -265,6 +333,20 @@ impl Root {
                 Mode::empty(),
             ) {
                 Ok(fd) => fd,
+                Err(Errno::ENOENT) if create.is_some() && creations < MAX_CREATIONS => {
+                    creations += 1;
+                    let cur = stack.last().map_or(self.fd.as_fd(), |(fd, _)| fd.as_fd());
+                    let make = create.as_mut().expect("checked");
+                    make(cur, &rel_of(&stack), &name, queue.is_empty())?;
+                    queue.push_front(name);
+                    continue;
+                }
+                Err(Errno::ENOENT) if create.is_some() => {
+                    bail!(
+                        "{} keeps changing while it is prepared; gave up",
+                        self.show(&stack, &name)
+                    )
+                }
                 Err(Errno::ENOENT) => {
                     let parent_rel = rel_of(&stack);
                     let parent = match stack.pop() {
@@ -277,6 +359,7 @@ impl Root {
                         name,
                         parent_rel,
                         is_last,
+                        rest: queue.into_iter().collect(),
                         via_symlink,
                     }));
                 }
@@ -339,6 +422,56 @@ impl Root {
             .display()
             .to_string()
     }
+}
+
+/// Makes the missing chroot `name` in `parent` (already checked): root:root, 0755 whatever
+/// the umask. `EEXIST`: a concurrent first container made it; it is opened like any chroot.
+fn create_chroot(parent: &OwnedFd, name: &OsStr, shown: &Path) -> Result<OwnedFd> {
+    match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => {
+            let dir = openat(
+                parent,
+                name,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening the new chroot {}", shown.display()))?;
+            nix::unistd::fchown(&dir, Some(0.into()), Some(0.into()))
+                .and_then(|()| fchmod(&dir, Mode::from_bits_truncate(0o755)))
+                .with_context(|| format!("creating the chroot {}", shown.display()))?;
+            tracing::info!("created the chroot {}", shown.display());
+        }
+        Err(Errno::EEXIST) => {}
+        Err(e) => bail!("creating the chroot {}: {}", shown.display(), e.desc()),
+    }
+    match openat(
+        parent,
+        name,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ELOOP | Errno::ENOTDIR) => {
+            bail!("{} is not a directory (or is a symlink)", shown.display())
+        }
+        Err(e) => Err(e).with_context(|| format!("opening {}", shown.display())),
+    }
+}
+
+/// Opens `rel` below `dir` in one `openat2` that refuses symlinks, `..` and magic links
+/// (a final symlink comes back as itself). `None`: not so reachable, or not there.
+pub fn open_beneath(dir: BorrowedFd<'_>, rel: &Path) -> Option<OwnedFd> {
+    if rel.as_os_str().is_empty() || rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(dir, rel, how).ok()
 }
 
 /// Opens `name` in `dir` without following a final symlink.
@@ -434,6 +567,41 @@ mod tests {
         assert!(e.contains("too many levels"), "{e}");
         let e = root.lookup(Path::new("f/x")).unwrap_err().to_string();
         assert!(e.contains("not a directory"), "{e}");
+    }
+
+    #[test]
+    fn a_walk_creates_each_missing_component_once_from_its_parent() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        std::fs::create_dir(r.join("a")).unwrap();
+        symlink("/a", r.join("link")).unwrap();
+        let root = Root::open(r).unwrap();
+        let mut made = Vec::new();
+        let mut create = |dir: BorrowedFd<'_>, at: &Path, name: &OsStr, last: bool| {
+            made.push((at.join(name), last));
+            mkdirat(dir, name, Mode::from_bits_truncate(0o755)).map_err(Into::into)
+        };
+        let f = found(root.walk(Path::new("link/b/c"), Some(&mut create)).unwrap());
+        assert_eq!(f.rel, Path::new("a/b/c"));
+        assert!(f.via_symlink);
+        assert_eq!(
+            made,
+            vec![
+                (PathBuf::from("a/b"), false),
+                (PathBuf::from("a/b/c"), true)
+            ]
+        );
+        assert!(r.join("a/b/c").is_dir());
+        // Too deep a path is refused, not walked to the end.
+        let deep: PathBuf = std::iter::repeat_n("d", crate::chroot::MAX_COMPONENTS + 2).collect();
+        let mut n = 0;
+        let mut create = |dir: BorrowedFd<'_>, _: &Path, name: &OsStr, _: bool| {
+            n += 1;
+            mkdirat(dir, name, Mode::from_bits_truncate(0o755)).map_err(Into::into)
+        };
+        let e = root.walk(&deep, Some(&mut create)).unwrap_err().to_string();
+        assert!(e.contains("more than 256 components"), "{e}");
+        assert_eq!(n, crate::chroot::MAX_COMPONENTS + 1);
     }
 
     #[test]

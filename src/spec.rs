@@ -7,9 +7,13 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use nix::fcntl::{AT_FDCWD, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fstat};
 use oci_spec::runtime::{LinuxIdMapping, Mount};
 use serde::Deserialize;
 use serde_json::Value;
+
+use crate::chroot::PATH_MAX;
 
 /// config.json and OCI state documents larger than this are refused rather than parsed.
 pub const MAX_DOCUMENT: u64 = 64 << 20;
@@ -39,21 +43,30 @@ pub fn read_bundle_config(bundle: &Path) -> Result<Value> {
     parse_config(&bytes, &bundle.join("config.json"))
 }
 
-/// The bytes of `<bundle>/config.json`: a regular file, opened without blocking (a FIFO
-/// planted there must not hang the runtime).
+/// The bytes of `<bundle>/config.json`. The bundle's path is the engine's (its symlinks are
+/// the host's and followed); config.json itself must be a regular file, opened without
+/// following a symlink and without blocking (a FIFO there would hang the engine forever).
 pub fn read_bundle_config_bytes(bundle: &Path) -> Result<Vec<u8>> {
-    use std::os::unix::fs::OpenOptionsExt;
     let path = bundle.join("config.json");
     let cannot = || format!("bundle {}: cannot open config.json", bundle.display());
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(&path)
-        .with_context(cannot)?;
-    if !file.metadata().with_context(cannot)?.is_file() {
-        bail!("{}: config.json is not a regular file", cannot());
+    let dir = openat(
+        AT_FDCWD,
+        bundle,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(cannot)?;
+    let flags = OFlag::O_RDONLY
+        | OFlag::O_NONBLOCK
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_NOCTTY
+        | OFlag::O_CLOEXEC;
+    let fd = openat(&dir, "config.json", flags, Mode::empty()).with_context(cannot)?;
+    let st = fstat(&fd).with_context(cannot)?;
+    if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
+        bail!("{}: not a regular file", path.display());
     }
-    read_bounded(file, &path.display().to_string())
+    read_bounded(std::fs::File::from(fd), &path.display().to_string())
 }
 
 /// Parses config.json's bytes, naming the file in errors.
@@ -102,6 +115,7 @@ impl View {
                 .as_array()
                 .ok_or_else(|| anyhow!("config.json: mounts is not an array"))?;
             for (index, m) in mounts.iter().enumerate() {
+                check_lengths(m, index)?;
                 let m = Mount::deserialize(m)
                     .with_context(|| format!("config.json: mounts[{index}]"))?;
                 let typ = m.typ().clone().unwrap_or_default();
@@ -153,6 +167,29 @@ impl View {
             annotations,
         })
     }
+}
+
+/// Refuses a mount whose source or destination no runtime could use (PATH_MAX counts the
+/// NUL) before it is copied about: a 30 MB source must not cost five times 30 MB.
+fn check_lengths(mount: &Value, index: usize) -> Result<()> {
+    let text = |key: &str| mount.get(key).and_then(Value::as_str).unwrap_or_default();
+    let (source, dest) = (text("source"), text("destination"));
+    let dest = if dest.len() < PATH_MAX {
+        dest
+    } else {
+        "(too long)"
+    };
+    for (what, len) in [
+        ("source", source.len()),
+        ("destination", text("destination").len()),
+    ] {
+        if len >= PATH_MAX {
+            bail!(
+                "config.json: mount {dest} (mounts[{index}]): the {what} is {len} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Points `mounts[index].source` at `source`, leaving every other field as it was.

@@ -13,10 +13,10 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
-use crate::signals;
 use crate::sources;
 use crate::spec;
 use crate::staging;
+use crate::sys as signals;
 
 pub const BIN: &str = "oci-volume-runtime";
 

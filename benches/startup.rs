@@ -1,7 +1,9 @@
 //! Overhead against plain runc, side by side in one run, as ratios of medians.
 //!
 //! `cargo bench --bench startup` (as root, runc and busybox-static installed) measures:
-//! - pass-through: `oci-volume-runtime --version` vs `runc --version` (goal <= 1.15x);
+//! - pass-through: `oci-volume-runtime --version` vs `runc --version`, for the statically
+//!   linked build the packages ship (goal <= 1.15x; built with `cargo build-static`) and
+//!   for the dynamic one cargo builds here;
 //! - container start with 32 prepared volumes in a chroot: `oci-volume-runtime run` vs
 //!   `runc run` (goal <= 1.05x);
 //! - preparation cost growth: `oci-volume-hook precreate` with 256 prepared mounts vs 1
@@ -63,6 +65,14 @@ fn main() {
         || cmd(&runc, &["--version"]),
         || wrapper(&["--version"], &config, d),
     );
+    // The same, for the statically linked wrapper the packages ship.
+    let pass_static = static_wrapper(full).map(|bin| {
+        compare(
+            n_pass,
+            || cmd(&runc, &["--version"]),
+            || with_config(cmd(&bin, &["--version"]), &config, d),
+        )
+    });
     // The floor for any wrapper that execs runc: env(1), a small dynamically linked C program
     // doing nothing but exec, measured the same way.
     let floor = compare(
@@ -134,8 +144,18 @@ fn main() {
         "benchmark (median of interleaved runs)", "baseline", "measured", "ratio", "goal"
     );
     let mut ok = true;
+    let no_static = (Duration::ZERO, Duration::ZERO);
     for (name, (a, b), goal) in [
-        ("pass-through: --version, wrapper vs runc", pass, 1.15),
+        (
+            "pass-through, static build: wrapper vs runc (--version)",
+            pass_static.unwrap_or(no_static),
+            1.15,
+        ),
+        (
+            "pass-through, dynamic build: wrapper vs runc",
+            pass,
+            f64::NAN,
+        ),
         (
             "  (reference: env(1) exec'ing runc --version vs runc)",
             floor,
@@ -153,6 +173,10 @@ fn main() {
         ),
         ("hook: 256 prepared mounts vs 1", growth, 3.0),
     ] {
+        if a.is_zero() {
+            println!("{name:<58} skipped: no static build (`cargo build-static`)");
+            continue;
+        }
         let ratio = b.as_secs_f64() / a.as_secs_f64();
         if goal.is_nan() {
             println!(
@@ -248,9 +272,31 @@ fn cmd(bin: &Path, args: &[&str]) -> Command {
 }
 
 fn wrapper(args: &[&str], config: &Path, cwd: &Path) -> Command {
-    let mut c = cmd(Path::new(WRAPPER), args);
+    with_config(cmd(Path::new(WRAPPER), args), config, cwd)
+}
+
+fn with_config(mut c: Command, config: &Path, cwd: &Path) -> Command {
     c.env("OCI_VOLUME_HOOK_CONFIG", config).current_dir(cwd);
     c
+}
+
+/// The statically linked wrapper (`cargo build-static`, .cargo/config.toml), next to the
+/// dynamic one cargo built for this benchmark. Built here with `--bench` only (minutes the
+/// first time); a quick run uses it when it is already there.
+fn static_wrapper(full: bool) -> Option<PathBuf> {
+    let target = Path::new(WRAPPER).parent()?.parent()?;
+    let bin = target.join("x86_64-unknown-linux-gnu/release/oci-volume-runtime");
+    if full {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", target)
+            .args(["build-static", "--bin", "oci-volume-runtime"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(built, "cargo build-static failed");
+    }
+    bin.exists().then_some(bin)
 }
 
 fn run(c: &mut Command) -> bool {

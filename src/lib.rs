@@ -5,6 +5,7 @@
 pub mod chroot;
 pub mod config;
 pub mod configure;
+pub mod doctor;
 pub mod hook;
 pub mod logging;
 pub mod ownership;

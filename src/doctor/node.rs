@@ -67,7 +67,16 @@ pub fn chroots(config: &Config, r: &mut Report) {
     for p in &config.chroots {
         let id = format!("chroot:{}", p.as_str());
         let base = p.base();
-        if let Err(e) = Root::open_chroot(&base) {
+        // open_chroot checks the way to the base; the base itself, as the parent of every
+        // chroot, must be just as safe (a tenant could swap its chroot for a symlink).
+        let opened = Root::open_chroot(&base).and_then(|root| {
+            let st = nix::sys::stat::fstat(root.fd())?;
+            if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+                anyhow::bail!("{} is not root's or is writable by others", base.display());
+            }
+            Ok(root)
+        });
+        if let Err(e) = opened {
             let fix = chain_fix(&base).unwrap_or_else(|| {
                 format!(
                     "make every directory from / to {} root's, not writable by others",
@@ -126,8 +135,9 @@ fn chain_fix(base: &Path) -> Option<String> {
         if md.uid() != 0 {
             return Some(format!("chown root:root {d}"));
         }
+        // Sticky directories (/tmp) on the way are fine; the base itself must not be writable.
         let writable = md.mode() & 0o022 != 0;
-        if writable && md.mode() & 0o1000 == 0 {
+        if writable && (md.mode() & 0o1000 == 0 || cur == base) {
             return Some(format!("chmod go-w {d}"));
         }
     }

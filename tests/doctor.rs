@@ -4,6 +4,7 @@
 
 mod common;
 #[path = "common/daemons.rs"]
+#[allow(dead_code)]
 mod daemons;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

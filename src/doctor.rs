@@ -21,6 +21,16 @@ use serde::Serialize;
 /// Where the package installs the wrapper that engines must be pointed at.
 pub const WRAPPER: &str = "/usr/bin/oci-volume-runtime";
 
+/// Where engines and binaries are looked for.
+const BIN_DIRS: [&str; 6] = [
+    "/usr/local/sbin",
+    "/usr/local/bin",
+    "/usr/sbin",
+    "/usr/bin",
+    "/sbin",
+    "/bin",
+];
+
 /// The `--json` document's version: the fields below stay as they are within it.
 pub const JSON_VERSION: u32 = 1;
 
@@ -42,27 +52,23 @@ impl Options {
         self.host_root.join(p.strip_prefix("/").unwrap_or(p))
     }
 
-    /// Whether an engine's configured runtime path is the wrapper: the same path, or the same
-    /// file.
+    /// Whether an engine's configured runtime is the wrapper: the same path, or the same file
+    /// (a bare name as the engine would find it in the usual directories).
     fn is_wrapper(&self, configured: &str) -> bool {
         let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
-        Path::new(configured) == self.wrapper
-            || (configured.starts_with('/')
-                && id(&self.host(configured)).is_some_and(|a| Some(a) == id(&self.wrapper)))
+        let same = |p: PathBuf| id(&p).is_some_and(|a| Some(a) == id(&self.wrapper));
+        if Path::new(configured) == self.wrapper {
+            return true;
+        }
+        if configured.starts_with('/') {
+            return same(self.host(configured));
+        }
+        !configured.contains('/') && BIN_DIRS.iter().any(|d| same(self.host(d).join(configured)))
     }
 
     /// Whether a binary is installed in one of the usual directories.
     fn has_binary(&self, name: &str) -> bool {
-        [
-            "/usr/bin",
-            "/usr/sbin",
-            "/usr/local/bin",
-            "/usr/local/sbin",
-            "/bin",
-            "/sbin",
-        ]
-        .iter()
-        .any(|d| self.host(d).join(name).is_file())
+        BIN_DIRS.iter().any(|d| self.host(d).join(name).is_file())
     }
 }
 

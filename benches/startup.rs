@@ -59,32 +59,37 @@ fn main() {
     .unwrap();
     let (n_pass, n_start, n_hook) = if full { (300, 60, 200) } else { (3, 2, 3) };
 
-    // Pass-through.
-    let pass = compare(
-        n_pass,
-        || cmd(&runc, &["--version"]),
-        || wrapper(&["--version"], &config, d),
-    );
-    // The same, for the statically linked wrapper the packages ship.
-    let pass_static = static_wrapper(full).map(|bin| {
-        compare(
-            n_pass,
-            || cmd(&runc, &["--version"]),
-            || with_config(cmd(&bin, &["--version"]), &config, d),
-        )
-    });
-    // The floor for any wrapper that execs runc: env(1), a small dynamically linked C program
-    // doing nothing but exec, measured the same way.
-    let floor = compare(
-        n_pass,
-        || cmd(&runc, &["--version"]),
-        || {
+    // Pass-through: runc; the dynamic wrapper; env(1), a small dynamically linked C program
+    // doing nothing but exec; a static one; the static wrapper — in one interleaved loop, so
+    // that the load on this shared machine weighs on all alike.
+    let static_bin = static_wrapper(full);
+    let exec_c = static_exec_c(d);
+    let mut sides: Vec<Box<dyn FnMut() -> Command + '_>> = vec![
+        Box::new(|| cmd(&runc, &["--version"])),
+        Box::new(|| wrapper(&["--version"], &config, d)),
+        Box::new(|| {
             cmd(
                 Path::new("/usr/bin/env"),
                 &[runc.to_str().unwrap(), "--version"],
             )
-        },
-    );
+        }),
+    ];
+    if let Some(bin) = &exec_c {
+        sides.push(Box::new(|| {
+            cmd(bin, &[runc.to_str().unwrap(), "--version"])
+        }));
+    }
+    if let Some(bin) = &static_bin {
+        sides.push(Box::new(|| {
+            with_config(cmd(bin, &["--version"]), &config, d)
+        }));
+    }
+    let t = compare_all(n_pass, &mut sides);
+    drop(sides);
+    let (pass, floor) = ((t[0], t[1]), (t[0], t[2]));
+    let mut rest = t[3..].iter().map(|s| (t[0], *s));
+    let floor_static = exec_c.as_ref().and_then(|_| rest.next());
+    let pass_static = static_bin.as_ref().and_then(|_| rest.next());
 
     // Container start with 32 prepared volumes: in directories only root can change (the
     // path is handed to runc), then in a directory the tenant owns (each source pinned).
@@ -152,10 +157,11 @@ fn main() {
             1.15,
         ),
         (
-            "pass-through, dynamic build: wrapper vs runc",
-            pass,
+            "  (floor: a static C program exec'ing runc --version)",
+            floor_static.unwrap_or(no_static),
             f64::NAN,
         ),
+        ("  (the dynamic build: wrapper vs runc)", pass, f64::NAN),
         (
             "  (reference: env(1) exec'ing runc --version vs runc)",
             floor,
@@ -174,7 +180,7 @@ fn main() {
         ("hook: 256 prepared mounts vs 1", growth, 3.0),
     ] {
         if a.is_zero() {
-            println!("{name:<58} skipped: no static build (`cargo build-static`)");
+            println!("{name:<58} skipped: not built (`cargo build-static`; cc)");
             continue;
         }
         let ratio = b.as_secs_f64() / a.as_secs_f64();
@@ -280,6 +286,22 @@ fn with_config(mut c: Command, config: &Path, cwd: &Path) -> Command {
     c
 }
 
+/// `argv[1..]` exec'd by a statically linked C program, compiled with `cc -static-pie` (the
+/// C toolchain Rust links with); `None` without one.
+fn static_exec_c(dir: &Path) -> Option<PathBuf> {
+    let src = dir.join("exec.c");
+    let bin = dir.join("exec-static");
+    let text = "#include <unistd.h>\nint main(int c, char **v) { (void)c; execv(v[1], v + 1); return 127; }\n";
+    std::fs::write(&src, text).ok()?;
+    let built = Command::new("cc")
+        .args(["-O2", "-static-pie", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    built.then_some(bin)
+}
+
 /// The statically linked wrapper (`cargo build-static`, .cargo/config.toml), next to the
 /// dynamic one cargo built for this benchmark. Built here with `--bench` only (minutes the
 /// first time); a quick run uses it when it is already there.
@@ -307,26 +329,31 @@ fn run(c: &mut Command) -> bool {
 /// run leaves behind (a container being torn down) weighs on both sides alike.
 fn compare(
     n: usize,
-    mut a: impl FnMut() -> Command,
-    mut b: impl FnMut() -> Command,
+    a: impl FnMut() -> Command,
+    b: impl FnMut() -> Command,
 ) -> (Duration, Duration) {
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    let time = |c: &mut Command| {
-        let t = Instant::now();
-        assert!(run(c), "benchmark command failed: {c:?}");
-        t.elapsed()
-    };
+    let t = compare_all(n, &mut [Box::new(a), Box::new(b)]);
+    (t[0], t[1])
+}
+
+/// [`compare`] for any number of sides: each round runs every side once, in an order that
+/// rotates and reverses from round to round.
+fn compare_all<'a>(n: usize, sides: &mut [Box<dyn FnMut() -> Command + 'a>]) -> Vec<Duration> {
+    let k = sides.len();
+    let mut times = vec![Vec::with_capacity(n); k];
     for i in 0..n {
-        let (mut ca, mut cb) = (a(), b());
-        if i % 2 == 0 {
-            ta.push(time(&mut ca));
-            tb.push(time(&mut cb));
-        } else {
-            tb.push(time(&mut cb));
-            ta.push(time(&mut ca));
+        let mut order: Vec<usize> = (0..k).map(|j| (i / 2 + j) % k).collect();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for j in order {
+            let mut c = sides[j]();
+            let t = Instant::now();
+            assert!(run(&mut c), "benchmark command failed: {c:?}");
+            times[j].push(t.elapsed());
         }
     }
-    (median(ta), median(tb))
+    times.into_iter().map(median).collect()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -307,13 +307,31 @@ pub fn containerd(opts: &Options, r: &mut Report) {
             format!("remove {plugin} from disabled_plugins, then {CONTAINERD_FIX}"),
         );
     }
+    let handlers = handlers(&config, plugin, opts).join(", ");
+    if handlers.is_empty() {
+        let summary = format!(
+            "no runtime handler with BinaryName = {} under plugins.\"{plugin}\" (read: {read})",
+            opts.wrapper.display()
+        );
+        r.problem("engine.containerd", Verdict::Fail, summary, CONTAINERD_FIX);
+    } else {
+        let summary = format!(
+            "handler {handlers} runs {} (read: {read}); RuntimeClass handler: {handlers}",
+            opts.wrapper.display()
+        );
+        r.push("engine.containerd", Verdict::Ok, summary);
+    }
+}
+
+/// The CRI runtime handlers whose runc binary is the wrapper.
+fn handlers(config: &Table, plugin: &str, opts: &Options) -> Vec<String> {
     let runtimes = config
         .get("plugins")
         .and_then(|p| p.get(plugin))
         .and_then(|c| c.get("containerd"))
         .and_then(|c| c.get("runtimes"))
         .and_then(toml::Value::as_table);
-    let handlers: Vec<&String> = runtimes
+    runtimes
         .into_iter()
         .flatten()
         .filter(|(_, rt)| {
@@ -322,29 +340,8 @@ pub fn containerd(opts: &Options, r: &mut Report) {
                 .and_then(toml::Value::as_str)
                 .is_some_and(|b| opts.is_wrapper(b))
         })
-        .map(|(name, _)| name)
-        .collect();
-    if handlers.is_empty() {
-        let summary = format!(
-            "no runtime handler with BinaryName = {} under plugins.\"{plugin}\" (read: {read})",
-            opts.wrapper.display()
-        );
-        r.problem("engine.containerd", Verdict::Fail, summary, CONTAINERD_FIX);
-    } else {
-        let names = handlers
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        r.push(
-            "engine.containerd",
-            Verdict::Ok,
-            format!(
-                "handler {names} runs {} (read: {read}); RuntimeClass handler: {names}",
-                opts.wrapper.display()
-            ),
-        );
-    }
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// The effective containerd configuration: the main file, then its `imports` (globs,
@@ -450,21 +447,14 @@ pub fn crio(opts: &Options, r: &mut Report) {
     if !opts.has_binary("crio") && !files.iter().any(|f| f.exists()) {
         return r.push("engine.crio", Verdict::Skip, "CRI-O is not installed");
     }
-    let mut config = Table::new();
-    for f in &files {
-        match read_optional(f).and_then(|t| t.map(|t| parse_toml(f, &t)).transpose()) {
-            Ok(Some(t)) => merge(&mut config, &t, true),
-            Ok(None) => {}
-            Err(e) => {
-                return r.problem(
-                    "engine.crio",
-                    Verdict::Fail,
-                    format!("{e} (CRI-O refuses to start)"),
-                    format!("repair {}", f.display()),
-                );
-            }
+    let config = match merged(&files) {
+        Ok(c) => c,
+        Err((f, e)) => {
+            let fix = format!("repair {}", f.display());
+            let summary = format!("{e} (CRI-O refuses to start)");
+            return r.problem("engine.crio", Verdict::Fail, summary, fix);
         }
-    }
+    };
     let crio_runtime = config.get("crio").and_then(|c| c.get("runtime"));
     let hooks: Vec<String> = crio_runtime
         .and_then(|rt| rt.get("hooks_dir"))
@@ -487,19 +477,7 @@ pub fn crio(opts: &Options, r: &mut Report) {
             format!("rm {} (podman gets it from {PACKAGE_HOOKS})", bad.display()),
         );
     }
-    let runtimes = crio_runtime
-        .and_then(|rt| rt.get("runtimes"))
-        .and_then(toml::Value::as_table);
-    let names: Vec<&String> = runtimes
-        .into_iter()
-        .flatten()
-        .filter(|(_, t)| {
-            t.get("runtime_path")
-                .and_then(toml::Value::as_str)
-                .is_some_and(|p| opts.is_wrapper(p))
-        })
-        .map(|(n, _)| n)
-        .collect();
+    let names = crio_runtimes(crio_runtime, opts).join(", ");
     if names.is_empty() {
         let summary = format!(
             "no [crio.runtime.runtimes.*] with runtime_path = {} in {} or {}",
@@ -509,20 +487,41 @@ pub fn crio(opts: &Options, r: &mut Report) {
         );
         r.problem("engine.crio", Verdict::Fail, summary, CRIO_FIX);
     } else {
-        let names = names
-            .iter()
-            .map(|s| s.as_str())
-            .collect::<Vec<_>>()
-            .join(", ");
-        r.push(
-            "engine.crio",
-            Verdict::Ok,
-            format!(
-                "runtime {names} runs {} (RuntimeClass handler: {names})",
-                opts.wrapper.display()
-            ),
+        let summary = format!(
+            "runtime {names} runs {} (RuntimeClass handler: {names})",
+            opts.wrapper.display()
         );
+        r.push("engine.crio", Verdict::Ok, summary);
     }
+}
+
+/// CRI-O's configuration: each file's tables merged over the previous ones.
+fn merged(files: &[PathBuf]) -> Result<Table, (&PathBuf, String)> {
+    let mut config = Table::new();
+    for f in files {
+        let parsed = read_optional(f).and_then(|t| t.map(|t| parse_toml(f, &t)).transpose());
+        if let Some(t) = parsed.map_err(|e| (f, e))? {
+            merge(&mut config, &t, true);
+        }
+    }
+    Ok(config)
+}
+
+/// The `[crio.runtime.runtimes.*]` whose runtime_path is the wrapper.
+fn crio_runtimes(crio_runtime: Option<&toml::Value>, opts: &Options) -> Vec<String> {
+    let runtimes = crio_runtime
+        .and_then(|rt| rt.get("runtimes"))
+        .and_then(toml::Value::as_table);
+    runtimes
+        .into_iter()
+        .flatten()
+        .filter(|(_, t)| {
+            t.get("runtime_path")
+                .and_then(toml::Value::as_str)
+                .is_some_and(|p| opts.is_wrapper(p))
+        })
+        .map(|(n, _)| n.clone())
+        .collect()
 }
 
 #[cfg(test)]

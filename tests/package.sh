@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the .deb and the .rpm (statically linked binaries), checks they hold the same files, installs the .deb, runs the
-# package tests and the end-to-end suite against the installed binaries, purges the package
-# and checks that nothing is left. Debian, as root; called by tests/run.sh.
+# Builds the .deb and the .rpm (statically linked binaries), checks they hold the same files,
+# installs the .deb, runs the package tests and the end-to-end suite against the installed
+# binaries, purges the package and checks that nothing is left. Debian, as root; called by
+# tests/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb

@@ -1,7 +1,9 @@
 //! Overhead against plain runc, side by side in one run, as ratios of medians.
 //!
 //! `cargo bench --bench startup` (as root, runc and busybox-static installed) measures:
-//! - pass-through: `oci-volume-runtime --version` vs `runc --version` (goal <= 1.15x);
+//! - pass-through: `oci-volume-runtime --version` vs `runc --version`, for the statically
+//!   linked build the packages ship (goal <= 1.15x; built with `cargo build-static`) and
+//!   for the dynamic one cargo builds here;
 //! - container start with 32 prepared volumes in a chroot, every one pinned (race-free, the
 //!   default): `oci-volume-runtime run` vs `runc run` (goal <= 1.10x);
 //! - growth: `oci-volume-runtime run` with 256 race-free mounts vs 1 (goal <= 3x), and the
@@ -57,24 +59,37 @@ fn main() {
     .unwrap();
     let (n_pass, n_start, n_hook) = if full { (300, 60, 200) } else { (3, 2, 3) };
 
-    // Pass-through.
-    let pass = compare(
-        n_pass,
-        || cmd(&runc, &["--version"]),
-        || wrapper(&["--version"], &config, d),
-    );
-    // The floor for any wrapper that execs runc: env(1), a small dynamically linked C program
-    // doing nothing but exec, measured the same way.
-    let floor = compare(
-        n_pass,
-        || cmd(&runc, &["--version"]),
-        || {
+    // Pass-through: runc; the dynamic wrapper; env(1), a small dynamically linked C program
+    // doing nothing but exec; a static one; the static wrapper — in one interleaved loop, so
+    // that the load on this shared machine weighs on all alike.
+    let static_bin = static_wrapper(full);
+    let exec_c = static_exec_c(d);
+    let mut sides: Vec<Box<dyn FnMut() -> Command + '_>> = vec![
+        Box::new(|| cmd(&runc, &["--version"])),
+        Box::new(|| wrapper(&["--version"], &config, d)),
+        Box::new(|| {
             cmd(
                 Path::new("/usr/bin/env"),
                 &[runc.to_str().unwrap(), "--version"],
             )
-        },
-    );
+        }),
+    ];
+    if let Some(bin) = &exec_c {
+        sides.push(Box::new(|| {
+            cmd(bin, &[runc.to_str().unwrap(), "--version"])
+        }));
+    }
+    if let Some(bin) = &static_bin {
+        sides.push(Box::new(|| {
+            with_config(cmd(bin, &["--version"]), &config, d)
+        }));
+    }
+    let t = compare_all(n_pass, &mut sides);
+    drop(sides);
+    let (pass, floor) = ((t[0], t[1]), (t[0], t[2]));
+    let mut rest = t[3..].iter().map(|s| (t[0], *s));
+    let floor_static = exec_c.as_ref().and_then(|_| rest.next());
+    let pass_static = static_bin.as_ref().and_then(|_| rest.next());
 
     // Container start with 32 prepared volumes, all pinned: in directories only root can
     // change, then in a directory the tenant owns.
@@ -158,8 +173,19 @@ fn main() {
         "benchmark (median of interleaved runs)", "baseline", "measured", "ratio", "goal"
     );
     let mut ok = true;
+    let no_static = (Duration::ZERO, Duration::ZERO);
     for (name, (a, b), goal) in [
-        ("pass-through: --version, wrapper vs runc", pass, 1.15),
+        (
+            "pass-through, static build: wrapper vs runc (--version)",
+            pass_static.unwrap_or(no_static),
+            1.15,
+        ),
+        (
+            "  (floor: a static C program exec'ing runc --version)",
+            floor_static.unwrap_or(no_static),
+            f64::NAN,
+        ),
+        ("  (the dynamic build: wrapper vs runc)", pass, f64::NAN),
         (
             "  (reference: env(1) exec'ing runc --version vs runc)",
             floor,
@@ -186,6 +212,10 @@ fn main() {
             f64::NAN,
         ),
     ] {
+        if a.is_zero() {
+            println!("{name:<58} skipped: not built (`cargo build-static`; cc)");
+            continue;
+        }
         let ratio = b.as_secs_f64() / a.as_secs_f64();
         if goal.is_nan() {
             println!(
@@ -302,9 +332,47 @@ fn cmd(bin: &Path, args: &[&str]) -> Command {
 }
 
 fn wrapper(args: &[&str], config: &Path, cwd: &Path) -> Command {
-    let mut c = cmd(Path::new(WRAPPER), args);
+    with_config(cmd(Path::new(WRAPPER), args), config, cwd)
+}
+
+fn with_config(mut c: Command, config: &Path, cwd: &Path) -> Command {
     c.env("OCI_VOLUME_HOOK_CONFIG", config).current_dir(cwd);
     c
+}
+
+/// `argv[1..]` exec'd by a statically linked C program, compiled with `cc -static-pie` (the
+/// C toolchain Rust links with); `None` without one.
+fn static_exec_c(dir: &Path) -> Option<PathBuf> {
+    let src = dir.join("exec.c");
+    let bin = dir.join("exec-static");
+    let text = "#include <unistd.h>\nint main(int c, char **v) { (void)c; execv(v[1], v + 1); return 127; }\n";
+    std::fs::write(&src, text).ok()?;
+    let built = Command::new("cc")
+        .args(["-O2", "-static-pie", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    built.then_some(bin)
+}
+
+/// The statically linked wrapper (`cargo build-static`, .cargo/config.toml), next to the
+/// dynamic one cargo built for this benchmark. Built here with `--bench` only (minutes the
+/// first time); a quick run uses it when it is already there.
+fn static_wrapper(full: bool) -> Option<PathBuf> {
+    let target = Path::new(WRAPPER).parent()?.parent()?;
+    let bin = target.join("x86_64-unknown-linux-gnu/release/oci-volume-runtime");
+    if full {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let built = Command::new(cargo)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("CARGO_TARGET_DIR", target)
+            .args(["build-static", "--bin", "oci-volume-runtime"])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(built, "cargo build-static failed");
+    }
+    bin.exists().then_some(bin)
 }
 
 fn run(c: &mut Command) -> bool {
@@ -315,26 +383,31 @@ fn run(c: &mut Command) -> bool {
 /// run leaves behind (a container being torn down) weighs on both sides alike.
 fn compare(
     n: usize,
-    mut a: impl FnMut() -> Command,
-    mut b: impl FnMut() -> Command,
+    a: impl FnMut() -> Command,
+    b: impl FnMut() -> Command,
 ) -> (Duration, Duration) {
-    let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    let time = |c: &mut Command| {
-        let t = Instant::now();
-        assert!(run(c), "benchmark command failed: {c:?}");
-        t.elapsed()
-    };
+    let t = compare_all(n, &mut [Box::new(a), Box::new(b)]);
+    (t[0], t[1])
+}
+
+/// [`compare`] for any number of sides: each round runs every side once, in an order that
+/// rotates and reverses from round to round.
+fn compare_all<'a>(n: usize, sides: &mut [Box<dyn FnMut() -> Command + 'a>]) -> Vec<Duration> {
+    let k = sides.len();
+    let mut times = vec![Vec::with_capacity(n); k];
     for i in 0..n {
-        let (mut ca, mut cb) = (a(), b());
-        if i % 2 == 0 {
-            ta.push(time(&mut ca));
-            tb.push(time(&mut cb));
-        } else {
-            tb.push(time(&mut cb));
-            ta.push(time(&mut ca));
+        let mut order: Vec<usize> = (0..k).map(|j| (i / 2 + j) % k).collect();
+        if i % 2 == 1 {
+            order.reverse();
+        }
+        for j in order {
+            let mut c = sides[j]();
+            let t = Instant::now();
+            assert!(run(&mut c), "benchmark command failed: {c:?}");
+            times[j].push(t.elapsed());
         }
     }
-    (median(ta), median(tb))
+    times.into_iter().map(median).collect()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -60,6 +60,26 @@ impl Pattern {
         })
     }
 
+    /// The pattern as the operator wrote it.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// Its components in order: `None` for `*`, else the literal name.
+    pub fn components(&self) -> impl Iterator<Item = Option<&OsStr>> {
+        self.parts.iter().map(|p| match p {
+            Part::Any => None,
+            Part::Literal(l) => Some(l.as_os_str()),
+        })
+    }
+
+    /// The literal directory every chroot of this pattern lies below (up to the first `*`).
+    pub fn base(&self) -> PathBuf {
+        std::iter::once(OsStr::new("/"))
+            .chain(self.components().map_while(|c| c))
+            .collect()
+    }
+
     fn matches(&self, comps: &[&OsStr]) -> bool {
         comps.len() >= self.parts.len() && self.matches_prefix(comps)
     }
@@ -370,6 +390,15 @@ mod tests {
             .unwrap();
         assert_eq!(got.chroot, Path::new("/srv/t1/chroot"));
         assert_eq!(locate(&p, Path::new("/srv/t1/other/data")).unwrap(), None);
+    }
+
+    #[test]
+    fn base_is_the_literal_prefix() {
+        let base = |s: &str| Pattern::parse(s).unwrap().base();
+        assert_eq!(base("/containerdata/*"), Path::new("/containerdata"));
+        assert_eq!(base("/srv/*/chroot"), Path::new("/srv"));
+        assert_eq!(base("/*/x"), Path::new("/"));
+        assert_eq!(base("/a/b"), Path::new("/a/b"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::configure;
+use crate::doctor;
 use crate::install_node;
 use crate::logging::{self, Sink};
 use crate::precreate;
@@ -75,6 +76,20 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Checks, read-only, whether this node is set up right: configuration, chroot patterns,
+    /// runtime, each engine's registration, log destination, kernel, staging directory. One
+    /// line per check with the command that fixes a problem; exits 1 when a check fails.
+    Doctor {
+        /// Machine-readable output (documented in README)
+        #[arg(long)]
+        json: bool,
+        /// Read the node's well-known files (engine configurations, sockets) under DIR
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        host_root: PathBuf,
+        /// The wrapper engines should run
+        #[arg(long, value_name = "PATH", default_value = crate::doctor::WRAPPER)]
+        wrapper: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -99,6 +114,27 @@ pub fn main() -> ExitCode {
         Some(Command::InstallNode(args)) => return install_node::main(args),
         _ => {}
     }
+    if let Some(Command::Doctor {
+        json,
+        host_root,
+        wrapper,
+    }) = &cli.command
+    {
+        // Reports a broken configuration as one of its checks: loads it itself.
+        let opts = doctor::Options {
+            config: cli.config.clone(),
+            host_root: host_root.clone(),
+            wrapper: wrapper.clone(),
+        };
+        return match doctor::main(&opts, *json, &mut io::stdout().lock()) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                logging::report_failure(Sink::Stderr, BIN, &e.into());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -112,9 +148,10 @@ pub fn main() -> ExitCode {
         Command::Hook => run_hook(&config, io::stdin().lock()),
         Command::Cleanup => run_cleanup(&config, io::stdin().lock()),
         Command::Precreate => precreate::run(&config, io::stdin().lock(), &mut io::stdout().lock()),
-        Command::Configure { .. } | Command::InstallNode(_) | Command::ReapPrecreate { .. } => {
-            unreachable!("handled above")
-        }
+        Command::Configure { .. }
+        | Command::InstallNode(_)
+        | Command::ReapPrecreate { .. }
+        | Command::Doctor { .. } => unreachable!("handled above"),
         Command::Plan { bundle, json } => {
             run_plan(&config, &bundle, json, &mut io::stdout().lock())
         }

@@ -7,6 +7,7 @@
 pub mod chroot;
 pub mod config;
 pub mod configure;
+pub mod doctor;
 pub mod hook;
 pub mod install_node;
 pub mod logging;

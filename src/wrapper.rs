@@ -127,26 +127,28 @@ pub fn find_runtime(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf> {
     let me = std::fs::metadata("/proc/self/exe")
         .ok()
         .map(|m| (m.dev(), m.ino()));
-    let is_me =
-        |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino())) == me && me.is_some();
-    let is_exe =
-        |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0);
+    // One stat per candidate (this runs before every runtime call): None when it is not an
+    // executable file, else whether it is this very binary.
+    let probe = |p: &Path| {
+        let m = std::fs::metadata(p).ok()?;
+        (m.is_file() && m.mode() & 0o111 != 0).then(|| me == Some((m.dev(), m.ino())))
+    };
     if name.contains('/') {
         let p = PathBuf::from(name);
-        if is_me(&p) {
-            bail!("runtime {name} is {BIN} itself; set `runtime` to the real runtime");
-        }
-        if !is_exe(&p) {
-            bail!("runtime {name} is not an executable file");
-        }
-        return Ok(p);
+        return match probe(&p) {
+            Some(true) => {
+                bail!("runtime {name} is {BIN} itself; set `runtime` to the real runtime")
+            }
+            Some(false) => Ok(p),
+            None => bail!("runtime {name} is not an executable file"),
+        };
     }
     let dirs = path_var
         .map(|p| p.to_os_string())
         .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     for dir in std::env::split_paths(&dirs) {
         let p = dir.join(name);
-        if is_exe(&p) && !is_me(&p) {
+        if probe(&p) == Some(false) {
             return Ok(p);
         }
     }

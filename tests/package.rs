@@ -48,6 +48,24 @@ fn installed() -> bool {
     ok
 }
 
+/// Whether a 64-bit little-endian ELF file asks for a dynamic loader (a PT_INTERP header).
+fn has_interpreter(path: &Path) -> bool {
+    let elf = std::fs::read(path).unwrap();
+    assert_eq!(
+        &elf[..6],
+        b"\x7fELF\x02\x01",
+        "{}: not ELF64 LE",
+        path.display()
+    );
+    let u = |at: usize, n: usize| {
+        let mut b = [0u8; 8];
+        b[..n].copy_from_slice(&elf[at..at + n]);
+        u64::from_le_bytes(b) as usize
+    };
+    let (phoff, phentsize, phnum) = (u(0x20, 8), u(0x36, 2), u(0x38, 2));
+    (0..phnum).any(|i| u(phoff + i * phentsize, 4) == 3)
+}
+
 #[test]
 #[ignore = "needs the installed package: tests/package.sh"]
 fn the_package_puts_each_file_where_it_belongs() {
@@ -66,6 +84,10 @@ fn the_package_puts_each_file_where_it_belongs() {
         "/usr/share/man/man5/oci-volume-hook.toml.5.gz",
     ] {
         assert!(Path::new(p).exists(), "{p}");
+    }
+    // The binaries users get are statically linked: no dynamic loader on each runtime call.
+    for b in ["/usr/bin/oci-volume-hook", "/usr/bin/oci-volume-runtime"] {
+        assert!(!has_interpreter(Path::new(b)), "{b} is dynamically linked");
     }
     // The shipped configuration is all defaults, every key commented.
     let text = std::fs::read_to_string(CONFIG).unwrap();
@@ -219,4 +241,13 @@ fn docker_gets_prepared_volumes_through_configure_docker() {
         json!(true),
         "owned by the remapped root"
     );
+}
+
+#[test]
+fn the_elf_check_tells_static_from_dynamic() {
+    // What the installed-package test relies on, checked on binaries every machine has.
+    assert!(has_interpreter(Path::new("/bin/sh")));
+    if Path::new("/bin/busybox").exists() {
+        assert!(!has_interpreter(Path::new("/bin/busybox")));
+    }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the .deb and the .rpm, checks they hold the same files, installs the .deb, runs the
-# package tests and the end-to-end suite against the installed binaries, purges the package
-# and checks that nothing is left. Debian, as root; called by tests/run.sh.
+# Builds the .deb and the .rpm (statically linked binaries), checks they hold the same files,
+# installs the .deb, runs the package tests and the end-to-end suite against the installed
+# binaries, purges the package and checks that nothing is left. Debian, as root; called by
+# tests/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
@@ -10,12 +11,20 @@ command -v rpm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -
 
 out=target/package
 rm -rf "$out"
-cargo build --locked --release --bins
-deb=$(cargo deb --no-build --output "$out/" | tail -n 1)
+# The statically linked release binaries (.cargo/config.toml): the ones users get.
+target=x86_64-unknown-linux-gnu
+cargo build-static --bins
+for b in oci-volume-hook oci-volume-runtime; do
+  if readelf -l "target/$target/release/$b" | grep -q INTERP; then
+    echo "package.sh: target/$target/release/$b is not statically linked" >&2
+    exit 1
+  fi
+done
+deb=$(cargo deb --no-build --target "$target" --output "$out/" | tail -n 1)
 # The next version, for the upgrade test: the same files, a higher revision.
 version=$(dpkg-deb -f "$deb" Version)
-deb_next=$(cargo deb --no-build --deb-version "${version%-*}-99" --output "$out/next/" | tail -n 1)
-cargo generate-rpm --output "$out/"
+deb_next=$(cargo deb --no-build --target "$target" --deb-version "${version%-*}-99" --output "$out/next/" | tail -n 1)
+cargo generate-rpm --target "$target" --output "$out/"
 rpm=$(ls "$out"/*.rpm)
 
 # The same files in both (cargo-deb compresses man pages).

@@ -447,13 +447,19 @@ fn log_lines_must_not_go_to_a_containers_stdio() {
         n.check("log")
     };
     assert_eq!(with_log("target = \"stderr\"").0, "fail");
-    let (verdict, summary, fix) = with_log("target = \"auto\"");
-    assert_eq!(
-        verdict, "fail",
-        "no journald, no /dev/log under the host root: {summary}"
-    );
+    // No journald, no /dev/log under the host root: auto writes the log file, never stderr.
+    let file = n.f.path().join("ovh.log");
+    let (verdict, summary, _) =
+        with_log(&format!("target = \"auto\"\nfile = \"{}\"", file.display()));
+    assert_eq!(verdict, "ok", "{summary}");
     assert!(
-        summary.contains("container's own output") && fix.contains("target = \"file\""),
+        summary.contains(&format!("file {}", file.display())),
+        "{summary}"
+    );
+    let (verdict, summary, fix) = with_log("target = \"auto\"\nfile = \"/nonexistent/dir/x.log\"");
+    assert_eq!(verdict, "warn", "{summary}");
+    assert!(
+        summary.contains("runtime --log") && fix.contains("target = \"file\""),
         "{summary}"
     );
     std::fs::create_dir_all(n.root.join("dev")).unwrap();

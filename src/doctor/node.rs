@@ -16,9 +16,6 @@ use crate::config::{self, Config, LogTarget};
 use crate::logging::one_line;
 use crate::resolve::Root;
 
-const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
-const SYSLOG_SOCKET: &str = "/dev/log";
-
 fn config_path(opts: &Options) -> PathBuf {
     opts.config
         .clone()
@@ -295,8 +292,8 @@ pub fn log(config: &Config, opts: &Options, r: &mut Report) {
         "set [log] target = \"file\" and file = \"/var/log/oci-volume-hook.log\" in {} (or run systemd-journald or a syslog daemon)",
         cfg.display()
     );
-    let journald = opts.host(JOURNALD_SOCKET);
-    let syslog = opts.host(SYSLOG_SOCKET);
+    let journald = opts.host(&config.log.journald_socket);
+    let syslog = opts.host(&config.log.syslog_socket);
     let stdio =
         "stderr, which under Docker, containerd and Kubernetes is the container's own output";
     let (from_journald, from_syslog) = match config.log.target {
@@ -331,11 +328,32 @@ pub fn log(config: &Config, opts: &Options, r: &mut Report) {
     if from_syslog && answers(&syslog) {
         return r.push("log", Verdict::Ok, format!("syslog ({})", syslog.display()));
     }
+    // auto (and journald/syslog when theirs is gone) never falls back to stderr: the log
+    // file, else the wrapper's runtime --log file, else nowhere.
+    let default = Path::new(crate::logging::DEFAULT_FILE);
+    let file = match config.log.target {
+        LogTarget::Auto => config.log.file.as_deref().unwrap_or(default),
+        _ => Path::new(""),
+    };
+    let usable =
+        !file.as_os_str().is_empty() && (file.is_file() || file.parent().is_some_and(Path::is_dir));
+    if usable {
+        return r.push(
+            "log",
+            Verdict::Ok,
+            format!(
+                "file {} (neither {} nor {} answers)",
+                file.display(),
+                journald.display(),
+                syslog.display()
+            ),
+        );
+    }
     r.problem(
         "log",
-        Verdict::Fail,
+        Verdict::Warn,
         format!(
-            "neither {} nor {} answers: log lines would go to {stdio}",
+            "neither {} nor {} answers and no log file can be written: lines go to the wrapper's runtime --log file (the bundle's log.json) or nowhere",
             journald.display(),
             syslog.display()
         ),

@@ -25,7 +25,7 @@ pub const BIN: &str = "oci-volume-hook";
 /// needs and gives them to the host ids the container user maps to, never acting outside
 /// the chroot.
 #[derive(Parser, Debug)]
-#[command(name = BIN, version, about, long_about = None)]
+#[command(name = BIN, version, about, long_about = None, disable_help_subcommand = true, after_long_help = crate::manual::HOOK_AFTER_HELP)]
 struct Cli {
     /// Configuration file [default: $OCI_VOLUME_HOOK_CONFIG, else /etc/oci-volume-hook/config.toml]
     #[arg(long, global = true, value_name = "PATH")]
@@ -90,6 +90,11 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = crate::doctor::WRAPPER)]
         wrapper: PathBuf,
     },
+}
+
+/// The command line's definition (for the manuals).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 pub fn main() -> ExitCode {

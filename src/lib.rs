@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod hook;
 pub mod install_node;
 pub mod logging;
+pub mod manual;
 pub mod ownership;
 pub mod precreate;
 pub mod prepare;

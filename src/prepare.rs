@@ -76,6 +76,10 @@ pub struct MountPlan {
     pub seed_from: Option<PathBuf>,
     /// The source resolved inside its chroot, when that differs from `source`.
     pub resolved_source: Option<PathBuf>,
+    /// Where the wanted type comes from, for messages: "the image has a file at /x", or the
+    /// host's seed file when the image has nothing there.
+    #[serde(skip)]
+    pub why_wanted: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -182,6 +186,7 @@ impl<'a> Preparer<'a> {
                 ownership: None,
                 seed_from: None,
                 resolved_source: None,
+                why_wanted: String::new(),
             };
             // Refusals of `..` and of chroot bases hold even where annotations disable the
             // tool: they are what keeps one tenant out of the others.
@@ -231,6 +236,7 @@ impl<'a> Preparer<'a> {
                 ownership: None,
                 seed_from: None,
                 resolved_source: None,
+                why_wanted: String::new(),
             });
         }
         plans.sort_by_key(|p| p.index);
@@ -425,11 +431,14 @@ impl<'a> Preparer<'a> {
             .iter()
             .find(|h| h.strip_prefix("/").ok() == Some(inside.rel.as_path()));
         let seed_meta = seed.and_then(|h| std::fs::metadata(h).ok());
+        let mut seeded = None;
         if want == Want::Any {
             if let Some(m) = &seed_meta {
                 want = if m.is_dir() { Want::Dir } else { Want::File };
+                seeded = seed.map(PathBuf::as_path);
             }
         }
+        p.why_wanted = why_wanted(want, seeded, &p.destination.display().to_string());
         let seed_file = seed
             .filter(|_| seed_meta.as_ref().is_some_and(|m| m.is_file()))
             .cloned();
@@ -498,7 +507,7 @@ impl<'a> Preparer<'a> {
             }
             Lookup::Found(f) => f,
         };
-        self.plan_found(p, found, want, &dest, seed_file);
+        self.plan_found(p, found, want, seed_file);
     }
 
     /// Plans a source that exists: nothing, a chown, a repair, or a refusal.
@@ -507,7 +516,6 @@ impl<'a> Preparer<'a> {
         p: &mut MountPlan,
         found: Found,
         want: Want,
-        dest: &str,
         seed_file: Option<PathBuf>,
     ) {
         let owner = p.owner.expect("owner set for chroot mounts");
@@ -518,26 +526,27 @@ impl<'a> Preparer<'a> {
                 Ok(true) => {
                     p.action = Action::Repair;
                     p.seed_from = seed_file;
+                    let why = &p.why_wanted;
                     p.reason = match &p.seed_from {
-                        None => format!(
-                            "an empty directory where the image has a file at {dest}: replaced by an empty file"
-                        ),
+                        None => {
+                            format!("an empty directory where {why}: replaced by an empty file")
+                        }
                         Some(h) => format!(
-                            "an empty directory where the image has a file at {dest}: replaced by a copy of the host's {}",
+                            "an empty directory where {why}: replaced by a copy of the host's {}",
                             h.display()
                         ),
                     };
                 }
-                Ok(false) => refuse(
-                    p,
-                    format!("is a non-empty directory, but the image has a file at {dest}"),
-                ),
+                Ok(false) => {
+                    let why = p.why_wanted.clone();
+                    refuse(p, format!("is a non-empty directory, but {why}"))
+                }
                 Err(e) => refuse(p, format!("{e:#}")),
             },
-            (Want::Dir, Kind::File) => refuse(
-                p,
-                format!("is a regular file, but the image has a directory at {dest}"),
-            ),
+            (Want::Dir, Kind::File) => {
+                let why = p.why_wanted.clone();
+                refuse(p, format!("is a regular file, but {why}"))
+            }
             (_, Kind::Dir | Kind::File) => {
                 plan_owner(p, &found.node, owner, ownership);
                 self.checked.insert(p.index, found.node);
@@ -593,12 +602,10 @@ impl<'a> Preparer<'a> {
             };
             let path = root.host_path(&f.rel);
             match (want, f.node.kind) {
-                (Want::File, Kind::Dir) => remove_empty_dir(parent, name, &path, &p.destination)?,
-                (Want::Dir, Kind::File) => bail!(
-                    "{} is a regular file, but the image has a directory at {}",
-                    path.display(),
-                    p.destination.display()
-                ),
+                (Want::File, Kind::Dir) => remove_empty_dir(parent, name, &path, &p.why_wanted)?,
+                (Want::Dir, Kind::File) => {
+                    bail!("{} is a regular file, but {}", path.display(), p.why_wanted)
+                }
                 (_, Kind::Dir | Kind::File) => {
                     if ownership != Ownership::None && chown_needed(&f.node, owner)? {
                         give(&f.node, &path, owner, ownership)?;
@@ -720,18 +727,16 @@ fn create(
 }
 
 /// rmdir removes nothing but an empty directory, whatever the name now stands for.
-fn remove_empty_dir(parent: &OwnedFd, name: &OsStr, path: &Path, dest: &Path) -> Result<()> {
+fn remove_empty_dir(parent: &OwnedFd, name: &OsStr, path: &Path, why: &str) -> Result<()> {
     match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
         Ok(()) => tracing::info!(
             "removed empty directory {} to make it a file",
             path.display()
         ),
         Err(Errno::ENOENT | Errno::ENOTDIR) => {}
-        Err(Errno::ENOTEMPTY | Errno::EEXIST) => bail!(
-            "{} is a non-empty directory, but the image has a file at {}",
-            path.display(),
-            dest.display()
-        ),
+        Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
+            bail!("{} is a non-empty directory, but {why}", path.display())
+        }
         Err(e) => bail!("removing empty directory {}: {}", path.display(), e.desc()),
     }
     Ok(())
@@ -813,10 +818,10 @@ fn plan_missing(
     dest: &str,
     seed_file: Option<PathBuf>,
 ) {
-    let image = match want {
-        Want::File => format!("the image has a file at {dest}"),
-        Want::Dir => format!("the image has a directory at {dest}"),
-        Want::Any => format!("the image has nothing at {dest}, so a directory"),
+    let image = if p.why_wanted.is_empty() {
+        why_wanted(want, None, dest)
+    } else {
+        p.why_wanted.clone()
     };
     p.action = what_for(want);
     p.reason = if is_last {
@@ -841,6 +846,23 @@ fn plan_missing(
 fn host_is(source: &Path, node: &Node) -> bool {
     nix::sys::stat::stat(source)
         .is_ok_and(|st| (st.st_dev, st.st_ino) == (node.stat.st_dev, node.stat.st_ino))
+}
+
+/// Where the wanted type comes from, as messages say it.
+fn why_wanted(want: Want, seed: Option<&Path>, dest: &str) -> String {
+    match (want, seed) {
+        (Want::Any, _) => format!("the image has nothing at {dest}, so a directory"),
+        (Want::File, None) => format!("the image has a file at {dest}"),
+        (Want::Dir, None) => format!("the image has a directory at {dest}"),
+        (Want::File, Some(h)) => format!(
+            "the image has nothing at {dest} and the host's {} (seed_from_host) is a file",
+            h.display()
+        ),
+        (Want::Dir, Some(h)) => format!(
+            "the image has nothing at {dest} and the host's {} (seed_from_host) is a directory",
+            h.display()
+        ),
+    }
 }
 
 fn what_for(want: Want) -> Action {

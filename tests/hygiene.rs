@@ -47,7 +47,7 @@ fn nothing_the_wrapper_opened_leaks_into_the_runtime() {
     let through = fds_of(
         Command::new(wrapper_bin())
             .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
-            .arg("--version"),
+            .args(["state", "fd-test"]),
     );
     assert_eq!(through, baseline, "pass-through");
 

@@ -251,3 +251,78 @@ fn the_elf_check_tells_static_from_dynamic() {
         assert!(!has_interpreter(Path::new("/bin/busybox")));
     }
 }
+
+/// The long options a `--help` text lists, and the subcommands it names.
+fn options_and_commands(help: &str) -> (Vec<String>, Vec<String>) {
+    let options = help
+        .split_whitespace()
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| {
+            w.trim_end_matches([',', '.', ']', ')'])
+                .split(['=', '<', '['])
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let commands = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(String::from)
+        .collect();
+    (options, commands)
+}
+
+#[test]
+#[ignore = "needs the installed package: tests/package.sh"]
+fn every_option_in_help_is_in_the_installed_manuals() {
+    let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    installed();
+    let mut todo: Vec<Vec<String>> = vec![vec![]];
+    let mut pages = 0;
+    while let Some(path) = todo.pop() {
+        let help = Command::new("/usr/bin/oci-volume-hook")
+            .args(&path)
+            .arg("--help")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&help.stdout).into_owned();
+        let page = std::iter::once("oci-volume-hook".to_string())
+            .chain(path.iter().cloned())
+            .collect::<Vec<_>>()
+            .join("-");
+        let man = Command::new("man")
+            .args(["-P", "cat", "1", &page])
+            .env("LC_ALL", "C")
+            .env("MANWIDTH", "250")
+            .output()
+            .unwrap();
+        assert!(man.status.success(), "man 1 {page}: {}", stderr(&man));
+        let text = String::from_utf8_lossy(&man.stdout).replace(['\u{2010}', '\u{2212}'], "-");
+        let (options, commands) = options_and_commands(&help);
+        for o in options {
+            assert!(
+                text.contains(&o),
+                "{o} of `{}` is missing from man 1 {page}",
+                path.join(" ")
+            );
+        }
+        for c in commands {
+            let mut next = path.clone();
+            next.push(c);
+            todo.push(next);
+        }
+        pages += 1;
+    }
+    assert!(pages >= 8, "only {pages} manual pages were checked");
+    let man = Command::new("man")
+        .args(["-P", "cat", "1", "oci-volume-runtime"])
+        .env("LC_ALL", "C")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&man.stdout).contains("OCI_VOLUME_HOOK_CONFIG"));
+}

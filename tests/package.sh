@@ -20,6 +20,9 @@ for b in oci-volume-hook oci-volume-runtime; do
     exit 1
   fi
 done
+# The manuals, generated from the command-line definitions (they cannot drift from --help).
+rm -rf target/man
+cargo run --locked --quiet --example man -- target/man
 deb=$(cargo deb --no-build --target "$target" --output "$out/" | tail -n 1)
 # The next version, for the upgrade test: the same files, a higher revision.
 version=$(dpkg-deb -f "$deb" Version)

@@ -154,6 +154,36 @@ fn a_seeded_path_takes_the_hosts_type_when_the_image_lacks_it_and_repairs_are_se
 }
 
 #[test]
+fn a_refusal_names_the_seed_when_the_type_came_from_the_host() {
+    if !root_or_skip("seed_refusal") {
+        return;
+    }
+    let f = Fixture::new();
+    let host = host_zone(&f);
+    f.write_config(&format!("seed_from_host = [\"{}\"]", host.display()));
+    let t = f.tenant("user-toto");
+    let src = in_chroot(&t, &host);
+    std::fs::create_dir_all(src.join("keep")).unwrap();
+    let b = f.bundle("b");
+    // The image has nothing at /bad: the file type comes from the host's seed file.
+    let o = precreate(&f, &doc_for(&b, vec![bind(&src, "/bad", true)], None));
+    let line = assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["mount /bad", "non-empty directory"],
+    );
+    assert!(
+        line.contains(&format!(
+            "the host's {} (seed_from_host) is a file",
+            host.display()
+        )) && line.contains("the image has nothing at /bad")
+            && !line.contains("the image has a file"),
+        "{line}"
+    );
+    assert!(is_dir(&src.join("keep")), "nothing changed");
+}
+
+#[test]
 fn ownership_none_changes_no_owner() {
     if !root_or_skip("ownership_none") {
         return;

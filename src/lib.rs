@@ -10,6 +10,7 @@ pub mod logging;
 pub mod ownership;
 pub mod prepare;
 pub mod resolve;
+pub mod runc_args;
 pub mod spec;
 pub mod staging;
 pub mod wrapper;

@@ -1,0 +1,161 @@
+//! The wrapper's reading of runc's argv against the real runc's: for each spelling, what runc
+//! does with it (the bundle it changes into, its help, a usage error) must be what
+//! `runc_args::parse` says it will do.
+
+mod common;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use oci_volume_hook::runc_args::{self, Action};
+
+/// What runc did with an argv, seen from outside.
+#[derive(Debug, PartialEq)]
+enum Runc {
+    /// Printed help or its version, exit 0.
+    Help,
+    /// Changed into this bundle (`None`: stayed in the working directory) to read config.json.
+    Bundle(Option<PathBuf>),
+    /// A usage error: nothing read.
+    Rejected,
+}
+
+/// Bundles that do not exist, so runc says which one it tried: `/x` in a spelling stands for
+/// `/nonexistent-ovh-argv/x`.
+const MISSING: &str = "/nonexistent-ovh-argv";
+
+fn argv(spelling: &str) -> Vec<String> {
+    spelling
+        .split_whitespace()
+        .map(|a| {
+            a.replace("=/", &format!("={MISSING}/"))
+                .replace("''", "")
+                .to_string()
+        })
+        .map(|a| {
+            if a.starts_with('/') {
+                format!("{MISSING}{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn what_runc_does(runc: &Path, cwd: &Path, args: &[String]) -> Runc {
+    let o = Command::new(runc)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    if o.status.success() && (out.starts_with("NAME:") || out.starts_with("runc version")) {
+        return Runc::Help;
+    }
+    assert!(!o.status.success(), "{args:?}: {out} {err}");
+    if let Some(rest) = err.split("chdir ").nth(1) {
+        let dir = rest.split(": no such file").next().unwrap();
+        return Runc::Bundle(Some(PathBuf::from(dir)));
+    }
+    if err.contains("JSON specification file config.json not found") {
+        return Runc::Bundle(None);
+    }
+    Runc::Rejected
+}
+
+#[test]
+fn the_wrapper_reads_every_spelling_as_runc_does() {
+    let Some(runc) = engine("runc_argv", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    let cwd = f.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let state = f.path().join("state");
+    let spellings = [
+        "create --bundle=/x id",
+        "create -b /x id",
+        "create -b=/x id",
+        "create -bundle /x id",
+        "run --console-socket /s -b /x id",
+        "--debug run --bundle /x -d id",
+        "run -d=true --bundle /x id",
+        "run --detach=false --keep -b /x id",
+        "create -b /y -b /x id",
+        "create --bundle /x -- id",
+        "run id",
+        "run --bundle= id",
+        "run id --bundle /x",
+        "run id -b /x",
+        "run id --bundle=/x",
+        "create id -b=/x --pid-file /p",
+        "run id -d --bundle /x",
+        "run id --keep --bundle /x --no-pivot",
+        "create --pid-file /p id --bundle /x",
+        "run --pid-file -b id",
+        "run --bundle -- id",
+        "run -d id --bundle /x",
+        "run id1 id2",
+        "run id -- --bundle /x",
+        "run -- id --bundle /x",
+        "run id - --bundle /x",
+        "run id --pid-file --bundle /x",
+        "create --pidfd-socket /s --bundle /x id",
+        "create id --pidfd-socket /s",
+        "run id --foo",
+        "create -b /x --bundle /y id",
+        "run --detach=maybe id",
+        "create --bundle",
+        "create -=x id",
+        "create ---bundle /x id",
+        "run id ---bundle /x",
+        "run id -h --help",
+        "run -h",
+        "create -h",
+        "run --help",
+        "create id -h",
+        "run id --help",
+        "run -h=true id",
+        "run --bundle /x -h id",
+        "create id --bundle /x --help=1",
+        "--help run id",
+        "-h create --bundle /x id",
+        "-v run id",
+        "--version create id",
+        "help run",
+        "h create",
+        "run -h=false id",
+        "run --help=f id",
+        "run",
+        "create -b /x",
+        "--foo create id",
+        "--foo list",
+        "run id --root /r",
+        "--systemd-cgroup=false run id",
+        "--log-format text run id -b /x",
+    ];
+    let mut wrong = Vec::new();
+    for s in spellings {
+        let args = argv(s);
+        let mut full = vec!["--root".to_string(), state.display().to_string()];
+        full.extend(args.iter().cloned());
+        let runc_did = what_runc_does(&runc, &cwd, &full);
+        let ours = runc_args::parse(&full.iter().map(OsString::from).collect::<Vec<_>>()).action;
+        let agree = match (&ours, &runc_did) {
+            (Action::Prepare { bundle, .. }, Runc::Bundle(b)) => bundle == b,
+            (Action::PassThrough, Runc::Help | Runc::Rejected) => true,
+            (Action::Refuse(_), Runc::Rejected) => true,
+            _ => false,
+        };
+        if !agree {
+            wrong.push(format!("{s}: runc {runc_did:?}, wrapper {ours:?}"));
+        }
+    }
+    assert!(wrong.is_empty(), "read differently:\n{}", wrong.join("\n"));
+}

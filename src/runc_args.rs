@@ -553,15 +553,7 @@ mod tests {
 
     #[test]
     fn what_runc_reports_itself_passes_through() {
-        for s in [
-            "",
-            "run",
-            "create -b /x",
-           
-            "list",
-            "state id",
-            "foo -h",
-        ] {
+        for s in ["", "run", "create -b /x", "list", "state id", "foo -h"] {
             let inv = p(s);
             assert_eq!(inv.action, Action::PassThrough, "{s}");
         }

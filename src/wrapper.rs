@@ -97,10 +97,8 @@ pub fn main() -> i32 {
         drop(span);
     } else if let runc_args::Action::Delete { id } = &inv.action {
         // A wrapper killed during `create` left its staging mounts: `delete` follows.
-        if staging::check_key(id).is_ok() {
-            if config.staging_dir.join(id).exists() {
-                let _ = staging::cleanup(&config.staging_dir, id);
-            }
+        if staging::check_key(id).is_ok() && config.staging_dir.join(id).exists() {
+            let _ = staging::cleanup(&config.staging_dir, id);
         }
     }
     let err = std::process::Command::new(&runtime)

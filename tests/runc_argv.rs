@@ -159,3 +159,143 @@ fn the_wrapper_reads_every_spelling_as_runc_does() {
     }
     assert!(wrong.is_empty(), "read differently:\n{}", wrong.join("\n"));
 }
+
+/// runc reads `run ID --bundle B` as `run --bundle B ID`. A wrapper that stopped reading at the
+/// id prepared the working directory's config.json and let runc mount B's sources as they
+/// were: here a tenant's symlink to a host file.
+#[test]
+fn a_bundle_given_after_the_id_is_the_one_prepared() {
+    let Some(runc) = engine("runc_argv_bundle_after_id", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let host = f.path().join("host-secret");
+    std::fs::write(&host, "HOST-SECRET\n").unwrap();
+    let t = f.tenant("user-toto");
+    // Inside the chroot the link names the tenant's own file; on the host, the host's.
+    let inside = t.join(host.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(inside.parent().unwrap()).unwrap();
+    std::fs::write(&inside, "TENANT\n").unwrap();
+    std::os::unix::fs::symlink(&host, t.join("secret")).unwrap();
+    // The working directory holds an innocent bundle; the one runc uses comes after the id.
+    let decoy = f.bundle("decoy");
+    write_config_json(&decoy, &runc_config("echo decoy", vec![], None));
+    let b = f.bundle("b");
+    let doc = runc_config(
+        "cat /secret",
+        vec![bind(&t.join("secret"), "/secret", true)],
+        None,
+    );
+    write_config_json(&b, &doc);
+    let state = f.path().join("state");
+    let before = snapshot(&host);
+    let o = Command::new(wrapper_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .arg("--root")
+        .arg(&state)
+        .args(["run", "ovh-argv-after-id", "--bundle"])
+        .arg(&b)
+        .current_dir(&decoy)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        !out.contains("HOST-SECRET"),
+        "the host file was mounted: {out}"
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(out, "TENANT\n", "the link resolved inside the chroot");
+    assert_unchanged(&before, &snapshot(&host), "run ID --bundle B");
+    // B was the bundle prepared: its source names the file inside the chroot; the decoy's
+    // config.json was not read for anything.
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(after["mounts"][3]["source"].as_str(), inside.to_str());
+    let decoy_doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(decoy.join("config.json")).unwrap()).unwrap();
+    assert_eq!(decoy_doc, runc_config("echo decoy", vec![], None));
+}
+
+/// `-h`/`--help` prints runc's help wherever it stands; the wrapper prepares nothing, not even
+/// in a working directory whose config.json it cannot read.
+#[test]
+fn help_is_runcs_for_every_subcommand() {
+    let Some(runc) = engine("runc_argv_help", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let cwd = f.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    std::fs::write(cwd.join("config.json"), "{not json").unwrap();
+    for args in [
+        &["run", "-h"][..],
+        &["create", "-h"],
+        &["run", "--help"],
+        &["create", "id", "--help"],
+        &["delete", "-h"],
+        &["--help"],
+        &["run", "id", "-h=true"],
+    ] {
+        let o = Command::new(wrapper_bin())
+            .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+            .args(args)
+            .current_dir(&cwd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let plain = Command::new(&runc)
+            .args(args)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        assert_eq!(o.stdout, plain.stdout, "{args:?}: runc's own help");
+        assert!(String::from_utf8_lossy(&o.stdout).starts_with("NAME:"));
+        assert_eq!(o.stderr, b"", "{args:?}");
+    }
+    assert_eq!(f.log(), "", "nothing prepared, nothing logged");
+}
+
+/// What runc might read differently is refused with one line, and runc is not called.
+#[test]
+fn an_uncertain_argv_is_refused_in_one_line() {
+    let Some(runc) = engine("runc_argv_refused", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let b = f.bundle("b");
+    write_config_json(&b, &runc_config("true", vec![], None));
+    let state = f.path().join("state");
+    let log = f.path().join("runc-log.json");
+    let o = Command::new(wrapper_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .arg("--root")
+        .arg(&state)
+        .arg("--log")
+        .arg(&log)
+        .args([
+            "--log-format",
+            "json",
+            "create",
+            "ovh-argv-x",
+            "--pidfd-socket",
+            "/s",
+        ])
+        .current_dir(&b)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_one_line_error(
+        &o,
+        "oci-volume-runtime",
+        &["runc create", "3 arguments", "not certain"],
+    );
+    assert!(!state.join("ovh-argv-x").exists(), "runc was not called");
+    assert!(f.log().contains("not certain"), "{}", f.log());
+    let last = std::fs::read_to_string(&log).unwrap();
+    assert!(last.contains("\"level\":\"error\""), "{last}");
+}

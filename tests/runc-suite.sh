@@ -164,7 +164,7 @@ run_suite() {
   mkdir -p "$tmp" "$work/$name"
   for f in "$@"; do
     (cd "$integ" && TMPDIR=$tmp RUNC=$runtime timeout -k 5 "$per_file" \
-      script -qec "bats -t $f >'$work/$name/$f.tap' 2>&1" /dev/null </dev/null >/dev/null) || true
+      script -qec "bats -t $f >'$work/$name/$f.tap' 2>&1" /dev/null </dev/null >/dev/null 2>&1) || true
     awk -v f="$f" '
       /^ok / { sub(/^ok [0-9]+ /, ""); r = "ok"; if ($0 ~ / # skip/) { sub(/ # skip.*/, ""); r = "skip" } print f ": " $0 "\t" r }
       /^not ok / { sub(/^not ok [0-9]+ /, ""); sub(/ # .*/, ""); print f ": " $0 "\tfail" }' \

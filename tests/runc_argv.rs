@@ -139,13 +139,23 @@ fn the_wrapper_reads_every_spelling_as_runc_does() {
         "run id --root /r",
         "--systemd-cgroup=false run id",
         "--log-format text run id -b /x",
+        "-- create -b /x id",
+        "--debug -- run id",
+        "-debug=false run -b /x id",
     ];
     let mut wrong = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for s in spellings {
         let args = argv(s);
         let mut full = vec!["--root".to_string(), state.display().to_string()];
         full.extend(args.iter().cloned());
         let runc_did = what_runc_does(&runc, &cwd, &full);
+        seen.insert(match &runc_did {
+            Runc::Help => "help",
+            Runc::Bundle(Some(_)) => "bundle",
+            Runc::Bundle(None) => "cwd",
+            Runc::Rejected => "rejected",
+        });
         let ours = runc_args::parse(&full.iter().map(OsString::from).collect::<Vec<_>>()).action;
         let agree = match (&ours, &runc_did) {
             (Action::Prepare { bundle, .. }, Runc::Bundle(b)) => bundle == b,
@@ -158,6 +168,11 @@ fn the_wrapper_reads_every_spelling_as_runc_does() {
         }
     }
     assert!(wrong.is_empty(), "read differently:\n{}", wrong.join("\n"));
+    assert_eq!(
+        seen.len(),
+        4,
+        "every outcome of runc's is covered: {seen:?}"
+    );
 }
 
 /// runc reads `run ID --bundle B` as `run --bundle B ID`. A wrapper that stopped reading at the

@@ -16,6 +16,7 @@ pub mod ownership;
 pub mod precreate;
 pub mod prepare;
 pub mod resolve;
+pub mod runc_args;
 pub mod sources;
 pub mod spec;
 pub mod staging;

@@ -25,8 +25,10 @@ const RUNTIME_ABOUT: &str =
 
 const RUNTIME_LONG_ABOUT: &str = "\
 Engines call oci-volume-runtime exactly as they call runc. For `create` and `run` it finds the
-bundle (--bundle, -b, or the working directory; runc's own argv rules, flags after the id
-included), prepares the bind-mount sources that lie in tenant chroots as oci-volume-hook(1)
+bundle (--bundle, -b, or the working directory) by runc's own argv rules: flags after the id
+count (`run ID --bundle B` prepares B), -h/--help anywhere prints runc's help and prepares
+nothing, and a create or run whose bundle or id runc might read otherwise is refused. It
+prepares the bind-mount sources that lie in tenant chroots as oci-volume-hook(1)
 does, and pins every one: in a mount namespace of its own, the descriptor it checked is
 bind-mounted onto a root-only staging path and config.json names that path while runc runs
 as its child; then config.json is put back. Every other command (start, state, kill, delete,

@@ -4,7 +4,6 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,114 +12,13 @@ use anyhow::{Context, Result, bail};
 
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
+use crate::runc_args::{self, Invocation};
 use crate::sources;
 use crate::spec;
 use crate::staging;
 use crate::sys as signals;
 
 pub const BIN: &str = "oci-volume-runtime";
-
-/// runc's global flags that take a value (`--root R` or `--root=R`; Go also takes one dash).
-const GLOBAL_VALUE_FLAGS: &[&str] = &["log", "log-format", "root", "criu", "rootless"];
-/// `create`/`run` flags that take a value.
-const CREATE_VALUE_FLAGS: &[&str] = &["bundle", "b", "console-socket", "pid-file", "preserve-fds"];
-
-/// What the wrapper needs from runc's argv.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Invocation {
-    pub log: Option<PathBuf>,
-    pub log_format: Option<String>,
-    /// The subcommand, if any (`--version` alone has none).
-    pub command: Option<String>,
-    /// For `create`/`run`: the bundle (default: the working directory) and the container id.
-    pub bundle: Option<PathBuf>,
-    pub id: Option<String>,
-}
-
-impl Invocation {
-    pub fn prepares(&self) -> bool {
-        matches!(self.command.as_deref(), Some("create" | "run"))
-    }
-
-    /// Subcommands whose first argument after the flags is the container id.
-    fn takes_id(&self) -> bool {
-        matches!(self.command.as_deref(), Some("create" | "run" | "delete"))
-    }
-}
-
-/// Splits `-x`, `--x`, `--x=v` into (name, inline value); `None` for a non-flag.
-fn flag(arg: &OsStr) -> Option<(&str, Option<&OsStr>)> {
-    let b = arg.as_bytes();
-    if b.len() < 2 || b[0] != b'-' || b == b"--" {
-        return None;
-    }
-    let body = if b[1] == b'-' { &b[2..] } else { &b[1..] };
-    let (name, value) = match body.iter().position(|&c| c == b'=') {
-        Some(i) => (&body[..i], Some(OsStr::from_bytes(&body[i + 1..]))),
-        None => (body, None),
-    };
-    Some((std::str::from_utf8(name).ok()?, value))
-}
-
-/// Reads flags from `args[start..]` up to the first positional argument or `--`, calling
-/// `value` for each flag in `with_value` (which takes `--f v` or `--f=v`); returns the index
-/// of the first positional argument.
-fn scan_flags(
-    args: &[OsString],
-    start: usize,
-    with_value: &[&str],
-    mut value: impl FnMut(&str, Option<OsString>),
-) -> usize {
-    let mut i = start;
-    while i < args.len() {
-        if args[i] == "--" {
-            return i + 1;
-        }
-        let Some((name, inline)) = flag(&args[i]) else {
-            break;
-        };
-        if with_value.contains(&name) {
-            let v = match inline {
-                Some(v) => Some(v.to_os_string()),
-                None => {
-                    i += 1;
-                    args.get(i).cloned()
-                }
-            };
-            value(name, v);
-        }
-        i += 1;
-    }
-    i
-}
-
-/// Reads runc's argv (without argv[0]) the way runc's flag parser does: flags up to the
-/// first positional argument or `--`, for the global flags and then the subcommand's.
-pub fn parse(args: &[OsString]) -> Invocation {
-    let mut inv = Invocation::default();
-    let i = scan_flags(args, 0, GLOBAL_VALUE_FLAGS, |name, v| match name {
-        "log" => inv.log = v.map(PathBuf::from),
-        "log-format" => inv.log_format = v.map(|v| v.to_string_lossy().into_owned()),
-        _ => {}
-    });
-    let Some(command) = args.get(i) else {
-        return inv;
-    };
-    inv.command = Some(command.to_string_lossy().into_owned());
-    if !inv.takes_id() {
-        return inv;
-    }
-    let prepares = inv.prepares();
-    let mut bundle = None;
-    let j = scan_flags(args, i + 1, CREATE_VALUE_FLAGS, |name, v| {
-        if matches!(name, "bundle" | "b") && prepares {
-            bundle = v.map(PathBuf::from);
-        }
-    });
-    inv.bundle = bundle;
-    inv.id = args.get(j).map(|s| s.to_string_lossy().into_owned());
-    inv
-}
 
 /// Finds the runtime to exec: an absolute path, or a name on PATH — never this wrapper.
 pub fn find_runtime(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf> {
@@ -159,12 +57,12 @@ pub fn find_runtime(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf> {
 /// runtime did); returns the exit status otherwise.
 pub fn main() -> i32 {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let inv = parse(&args);
+    let inv = runc_args::parse(&args);
     let runtime_log = inv.log.as_ref().map(|path| RuntimeLog {
         path: path.clone(),
         json: inv.log_format.as_deref() == Some("json"),
     });
-    if inv.prepares() {
+    if inv.prepares() || inv.refusal().is_some() {
         create(&inv, &args, runtime_log.as_ref())
     } else {
         pass_through(&args, runtime_log.as_ref())
@@ -209,7 +107,11 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
         Ok(r) => r,
         Err(e) => return fail(runtime_log, sink, &e.context(config_path_hint())),
     };
-    let id = inv.id.clone().unwrap_or_else(|| "-".into());
+    if let Some(why) = inv.refusal() {
+        let err = anyhow::anyhow!("{why}; refused: runc's bundle is not certain");
+        return fail(runtime_log, sink, &err);
+    }
+    let id = inv.id().unwrap_or("-").to_string();
     let _span = tracing::info_span!("container", id = %id).entered();
     match prepare_bundle(&config, inv) {
         Err(e) => fail(runtime_log, sink, &e),
@@ -259,8 +161,8 @@ impl Original {
 /// the edited document; returns the original to put back. When only in-chroot paths changed,
 /// replaces config.json for good.
 fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>> {
-    let bundle = match &inv.bundle {
-        Some(b) => b.clone(),
+    let bundle = match inv.bundle() {
+        Some(b) => b.to_path_buf(),
         None => std::env::current_dir().context("working directory")?,
     };
     let path = bundle.join("config.json");
@@ -364,60 +266,6 @@ fn fail(runtime_log: Option<&RuntimeLog>, sink: Sink, err: &anyhow::Error) -> i3
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn p(s: &str) -> Invocation {
-        parse(&s.split_whitespace().map(OsString::from).collect::<Vec<_>>())
-    }
-
-    #[test]
-    fn containerd_create() {
-        let inv = p(
-            "--root /run/r --log /b/log.json --log-format json create --bundle /b --pid-file /b/pid ctr1",
-        );
-        assert_eq!(inv.command.as_deref(), Some("create"));
-        assert_eq!(inv.bundle.as_deref(), Some(Path::new("/b")));
-        assert_eq!(inv.log.as_deref(), Some(Path::new("/b/log.json")));
-        assert_eq!(inv.log_format.as_deref(), Some("json"));
-        assert_eq!(inv.id.as_deref(), Some("ctr1"));
-        assert!(inv.prepares());
-    }
-
-    #[test]
-    fn bundle_spellings() {
-        for s in [
-            "create --bundle=/x id",
-            "create -b /x id",
-            "create -b=/x id",
-            "run --console-socket /s -b /x id",
-            "--debug --root=/r run --bundle /x -d id",
-        ] {
-            let inv = p(s);
-            assert_eq!(inv.bundle.as_deref(), Some(Path::new("/x")), "{s}");
-            assert_eq!(inv.id.as_deref(), Some("id"), "{s}");
-        }
-        let inv = p("run id");
-        assert_eq!(inv.bundle, None, "default: working directory");
-    }
-
-    #[test]
-    fn global_flag_values_are_not_subcommands() {
-        // A global flag's value that looks like a subcommand must not be taken for one.
-        let inv = p("--root create --log run start id");
-        assert_eq!(inv.command.as_deref(), Some("start"));
-        assert!(!inv.prepares());
-        let inv = p("--version");
-        assert_eq!(inv.command, None);
-        let inv = p("delete --force id");
-        assert_eq!(inv.command.as_deref(), Some("delete"));
-    }
-
-    #[test]
-    fn bundle_after_the_id_is_not_a_flag() {
-        // runc stops reading flags at the container id.
-        let inv = p("create id --bundle /x");
-        assert_eq!(inv.id.as_deref(), Some("id"));
-        assert_eq!(inv.bundle, None);
-    }
 
     #[test]
     fn never_finds_itself() {

@@ -29,6 +29,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
 
+# runc's own integration suite, with plain runc and through the wrapper (about 4 minutes;
+# RUNC_SUITE=0 skips it): fails when a test passing with runc does not through the wrapper.
+if [ "${RUNC_SUITE:-1}" != 0 ]; then
+  bash tests/runc-suite.sh
+fi
+
 # The packages: built, compared, installed, tested against real engines, purged.
 bash tests/package.sh 2>&1 | tee -a "$log"
 

@@ -23,16 +23,6 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-/// The first host uid that `userns-remap: default` gives to container root.
-fn dockremap_root() -> u32 {
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let line = subuid
-        .lines()
-        .find(|l| l.starts_with("dockremap:"))
-        .expect("dockerd created dockremap");
-    line.split(':').nth(1).unwrap().parse().unwrap()
-}
-
 /// The engines, a fixture whose config runs runc, and containerd (plus dockerd with
 /// `daemon_json`) whose environment points the wrapper at that config. Bound as
 /// `(bins, f, d)`, the daemons drop (stop) before the fixture is removed.
@@ -69,7 +59,7 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     let t = f.tenant("user-toto");
     let rootfs = f.bundle("img").join("rootfs");
     d.import(&rootfs, "ovh-test:latest");
-    let remapped = dockremap_root();
+    let remapped = daemons::dockremap_root();
     let run = |runtime: &str, volume: &Path, dest: &str, script: &str| {
         let v = format!("{}:{dest}", volume.display());
         d.docker(&[

@@ -6,11 +6,7 @@ mod common;
 #[path = "common/daemons.rs"]
 mod daemons;
 
-use std::path::PathBuf;
-
 use common::*;
-use daemons::Daemons;
-use serde_json::json;
 
 fn text(o: &std::process::Output) -> String {
     format!(
@@ -20,39 +16,15 @@ fn text(o: &std::process::Output) -> String {
     )
 }
 
-fn dockremap_root() -> u32 {
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let line = subuid
-        .lines()
-        .find(|l| l.starts_with("dockremap:"))
-        .expect("dockerd created dockremap");
-    line.split(':').nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn docker_refuses_the_chroot_base_and_starts_a_new_tenant() {
-    let names = ["containerd", "dockerd", "docker", "ctr", "runc"];
-    let Some(bins) = names
-        .iter()
-        .map(|n| engine("docker_harden", n))
-        .collect::<Option<Vec<PathBuf>>>()
+    let f = Fixture::new();
+    f.write_config("runtime = \"runc\"");
+    let Some(d) =
+        daemons::docker_with_wrapper("docker_harden", &f.path().join("d"), &f.config_path())
     else {
         return;
     };
-    let f = Fixture::new();
-    f.write_config("runtime = \"runc\"");
-    let cfg = f.config_path();
-    let d = Daemons::start(
-        &f.path().join("d"),
-        &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
-        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
-        [
-            bins[0].clone(),
-            bins[1].clone(),
-            bins[2].clone(),
-            bins[3].clone(),
-        ],
-    );
     let rootfs = f.bundle("img").join("rootfs");
     d.import(&rootfs, "ovh-harden:latest");
     let run = |runtime: &str, volume: &str, script: &str| {
@@ -74,7 +46,7 @@ fn docker_refuses_the_chroot_base_and_starts_a_new_tenant() {
     let t = f.tenant("user-dd");
     let titi = f.tenant("user-titi");
     std::fs::write(titi.join("secret"), "titi's").unwrap();
-    std::os::unix::fs::chown(titi.join("secret"), Some(dockremap_root()), None).unwrap();
+    std::os::unix::fs::chown(titi.join("secret"), Some(daemons::dockremap_root()), None).unwrap();
     let volume = format!("{}/..:/x", t.display());
 
     // Without the tool, the tenant reads another tenant's file.
@@ -114,7 +86,7 @@ fn docker_refuses_the_chroot_base_and_starts_a_new_tenant() {
     let o = run("ovh", &volume, "test -f /etc/localtime && echo app-line");
     assert!(o.status.success(), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("app-line"));
-    let remapped = dockremap_root();
+    let remapped = daemons::dockremap_root();
     assert!(is_file(&tata.join("etc/localtime")));
     assert_eq!(owner_of(&tata.join("etc/localtime")), (remapped, remapped));
     // (dockerd itself makes a missing `-v` path, the chroot included, for the remapped root

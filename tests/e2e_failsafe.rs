@@ -17,24 +17,9 @@ use daemons::Daemons;
 use serde_json::json;
 
 fn docker_setup(test: &str) -> Option<(Fixture, Daemons)> {
-    let bins = ["containerd", "dockerd", "docker", "ctr", "runc"]
-        .iter()
-        .map(|n| engine(test, n))
-        .collect::<Option<Vec<PathBuf>>>()?;
     let f = Fixture::new();
     f.write_config("runtime = \"runc\"");
-    let cfg = f.config_path();
-    let d = Daemons::start(
-        &f.path().join("d"),
-        &[("OCI_VOLUME_HOOK_CONFIG", cfg.as_path())],
-        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
-        [
-            bins[0].clone(),
-            bins[1].clone(),
-            bins[2].clone(),
-            bins[3].clone(),
-        ],
-    );
+    let d = daemons::docker_with_wrapper(test, &f.path().join("d"), &f.config_path())?;
     let rootfs = f.bundle("img").join("rootfs");
     d.import(&rootfs, "ovh-test:latest");
     Some((f, d))
@@ -42,16 +27,6 @@ fn docker_setup(test: &str) -> Option<(Fixture, Daemons)> {
 
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// The remapped root's host uid (`userns-remap: default`).
-fn dockremap_root() -> u32 {
-    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let line = subuid
-        .lines()
-        .find(|l| l.starts_with("dockremap:"))
-        .unwrap();
-    line.split(':').nth(1).unwrap().parse().unwrap()
 }
 
 #[test]
@@ -226,7 +201,7 @@ fn a_first_container_of_a_new_tenant_starts_and_its_output_is_the_apps() {
     );
     assert_eq!(stderr(&o), "", "and nothing on stderr");
     assert!(is_file(&lt));
-    let remapped = dockremap_root();
+    let remapped = daemons::dockremap_root();
     assert_eq!(owner_of(&lt), (remapped, remapped));
     assert!(
         f.log().contains("created file"),

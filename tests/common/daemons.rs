@@ -194,3 +194,37 @@ fn stop(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// The usual Docker set-up of the end-to-end tests: containerd and dockerd with
+/// `userns-remap: default` and the wrapper registered as runtime `ovh`, containerd's
+/// environment pointing the wrapper at `config`. `None` (a skip, or a failure under CI)
+/// when an engine is missing.
+#[allow(dead_code)] // not every test binary starts Docker
+pub fn docker_with_wrapper(test: &str, dir: &Path, config: &Path) -> Option<Daemons> {
+    let names = ["containerd", "dockerd", "docker", "ctr", "runc"];
+    let bins = names
+        .iter()
+        .map(|n| crate::common::engine(test, n))
+        .collect::<Option<Vec<PathBuf>>>()?;
+    let [containerd, dockerd, docker, ctr, _runc] = <[PathBuf; 5]>::try_from(bins).ok()?;
+    Some(Daemons::start(
+        dir,
+        &[("OCI_VOLUME_HOOK_CONFIG", config)],
+        Some(serde_json::json!({
+            "runtimes": {"ovh": {"path": crate::common::wrapper_bin()}},
+            "userns-remap": "default"
+        })),
+        [containerd, dockerd, docker, ctr],
+    ))
+}
+
+/// The host uid container root maps to under `userns-remap: default`.
+#[allow(dead_code)]
+pub fn dockremap_root() -> u32 {
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
+    let line = subuid
+        .lines()
+        .find(|l| l.starts_with("dockremap:"))
+        .expect("dockerd created dockremap");
+    line.split(':').nth(1).unwrap().parse().unwrap()
+}

@@ -326,3 +326,63 @@ fn a_shared_volume_still_propagates_mounts_back_to_the_host() {
     );
     assert_eq!(staging_mounts(&f.staging()), 0);
 }
+
+/// One container id in two runtime roots at once (two engines on a node): each container
+/// gets its own sources. Staging keyed by the id alone once mounted each other's.
+#[test]
+fn one_id_in_two_runtime_roots_gets_its_own_sources() {
+    let Some(runc) = engine("same_id_two_roots", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let bundle = |tenant: &str, marker: &str| {
+        let t = f.tenant(tenant);
+        std::fs::create_dir_all(t.join("vol")).unwrap();
+        std::fs::write(t.join("vol/marker"), format!("{marker}\n")).unwrap();
+        let b = f.bundle(&format!("b-{tenant}"));
+        let doc = runc_config(
+            "sleep 0.3; cat /v/marker",
+            vec![bind(&t.join("vol"), "/v", true)],
+            None,
+        );
+        write_config_json(&b, &doc);
+        b
+    };
+    let (ba, bb) = (bundle("user-a", "A"), bundle("user-b", "B"));
+    let run = |b: &Path, root: &str, id: &str| {
+        Command::new(wrapper_bin())
+            .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+            .arg("--root")
+            .arg(f.path().join(root))
+            .args(["run", id])
+            .current_dir(b)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    for i in 0..15 {
+        let id = format!("ovh-same-{i}");
+        let (a, b) = (run(&ba, "root-a", &id), run(&bb, "root-b", &id));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        assert!(
+            a.status.success() && b.status.success(),
+            "{} {}",
+            stderr(&a),
+            stderr(&b)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&a.stdout),
+            "A\n",
+            "pair {i}: root A"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&b.stdout),
+            "B\n",
+            "pair {i}: root B"
+        );
+    }
+    assert_eq!(staging_mounts(&f.staging()), 0);
+}

@@ -142,7 +142,14 @@ EOF
 
 work=$(mktemp -d /var/tmp/ovh-runc-suite.XXXXXX)
 chmod 755 "$work"
-[ -n "${RUNC_SUITE_KEEP:-}" ] || trap 'rm -rf "$work"' EXIT
+# The wrapper makes its staging directory a private mount (it stays, by design, like
+# /run/oci-volume-hook): unmount what is below the work directory before removing it.
+remove_work() {
+  awk -v d="$work" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r |
+    while read -r m; do umount -l "$m" || true; done
+  rm -rf "$work"
+}
+[ -n "${RUNC_SUITE_KEEP:-}" ] || trap remove_work EXIT
 
 files=()
 for f in $(cd "$integ" && ls ./*.bats); do

@@ -80,7 +80,7 @@ runc --root "$D/state" run demo-plain 2>&1 | sed 's/^/    /' || true
 step "What oci-volume-hook would do (dry run: oci-volume-hook plan --bundle .)"
 "$bin/oci-volume-hook" plan --bundle . | grep -v 'not a bind mount' | sed 's/^/    /' || true
 
-step "The same bundle through oci-volume-runtime (which then execs runc)"
+step "The same bundle through oci-volume-runtime (which then runs runc)"
 "$bin/oci-volume-runtime" --root "$D/state" run demo-wrapped 2>&1 | sed 's/^/    /'
 
 step "On the host, inside the chroot"

@@ -4,6 +4,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod atomic;
 pub mod chroot;
 pub mod config;
 pub mod configure;

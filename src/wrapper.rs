@@ -3,13 +3,13 @@
 //! other subcommand execs the runtime at once.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
+use crate::atomic::{self, Durability::Volatile};
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
 use crate::runc_args::{self, Invocation};
@@ -152,7 +152,7 @@ struct Original {
 
 impl Original {
     fn restore(&self) -> Result<()> {
-        replace_atomically(&self.path, &self.bytes)
+        atomic::replace(&self.path, &self.bytes, Volatile)
     }
 }
 
@@ -178,7 +178,7 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>>
     let prepared = sources::prepare(config, &mut doc, &bundle)?;
     if prepared.pins.is_empty() {
         if doc != before {
-            replace_atomically(&path, &serde_json::to_vec(&doc)?)?;
+            atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;
         }
         return Ok(None);
     }
@@ -189,7 +189,7 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>>
         .collect();
     let staged = staging::stage_private(base, &pins)?;
     sources::point_at(&mut doc, &staged, base)?;
-    replace_atomically(&path, &serde_json::to_vec(&doc)?)?;
+    atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;
     Ok(Some(Original { path, bytes }))
 }
 
@@ -221,35 +221,6 @@ fn supervise(
             fail(runtime_log, sink, &err)
         }
     }
-}
-
-/// Replaces `path` with `bytes` in one rename, keeping its mode: a reader sees the old
-/// document or the new one, never a part.
-pub fn replace_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(".{name}.{}.oci-volume-runtime", std::process::id()));
-    let write = || -> Result<()> {
-        let mode = std::fs::metadata(path)
-            .map(|m| m.mode() & 0o7777)
-            .unwrap_or(0o644);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode)
-            .open(&tmp)?;
-        // One write: the document is in memory already.
-        f.write_all(bytes)?;
-        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-        // No fsync: the bundle lives as long as the container does, and a crash ends both.
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    };
-    write()
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-        .with_context(|| format!("rewriting {}", path.display()))
 }
 
 /// Reports a failure: one line on stderr (the one line an engine shows), the log, and

@@ -7,7 +7,6 @@ pub mod containerd;
 pub mod crio;
 mod docker;
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -118,18 +117,7 @@ pub fn replace_file(path: &Path, text: &str, original: Option<&[u8]>) -> Result<
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".oci-volume-hook.tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut f =
-        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    if let Ok(md) = std::fs::metadata(path) {
-        let _ = f.set_permissions(md.permissions());
-    }
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    crate::atomic::replace(path, text.as_bytes(), crate::atomic::Durability::Synced)?;
     Ok(backup)
 }
 

@@ -52,7 +52,8 @@ pub fn rewrite(
     bundle: &Path,
     stage_key: &str,
 ) -> Result<(Vec<MountPlan>, bool)> {
-    let prepared = sources::prepare(config, doc, bundle)?;
+    let view = spec::View::of(doc, bundle)?;
+    let prepared = sources::prepare(config, &view, doc)?;
     if prepared.pins.is_empty() {
         return Ok((prepared.plans, false));
     }

@@ -27,9 +27,8 @@ pub struct Prepared {
 /// Prepares the sources of `doc`. Sources that are not pinned and were reached through a
 /// symlink are rewritten in `doc` to their path resolved inside the chroot; pinned ones are
 /// returned, for the caller to stage and then [`point_at`].
-pub fn prepare(config: &Config, doc: &mut Value, bundle: &Path) -> Result<Prepared> {
-    let view = View::of(doc, bundle)?;
-    let mut preparer = Preparer::new(config, &view, Mode::Rewrite);
+pub fn prepare(config: &Config, view: &View, doc: &mut Value) -> Result<Prepared> {
+    let mut preparer = Preparer::new(config, view, Mode::Rewrite);
     let plans = preparer.prepare()?;
     let mut pins = Vec::new();
     for (index, node) in preparer.take_checked() {
@@ -56,14 +55,13 @@ pub fn prepare(config: &Config, doc: &mut Value, bundle: &Path) -> Result<Prepar
     Ok(Prepared { plans, pins })
 }
 
-/// Whether any bind source of `doc` lies in a chroot (so that preparing it may pin).
-pub fn any_in_chroots(config: &Config, doc: &Value, bundle: &Path) -> Result<bool> {
-    let view = View::of(doc, bundle)?;
-    Ok(view.binds.iter().any(|b| {
+/// Whether any bind source lies in a chroot (so that preparing it may pin).
+pub fn any_in_chroots(config: &Config, view: &View) -> bool {
+    view.binds.iter().any(|b| {
         b.source.is_absolute()
             && crate::chroot::locate(&config.chroots, &b.source)
                 .map_or(true, |inside| inside.is_some())
-    }))
+    })
 }
 
 /// Points each staged mount of `doc` at its staging path.

@@ -172,10 +172,11 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>>
     let base = &config.staging_dir;
     // Descriptors can only be bind-mounted in the namespace they were opened in: move first.
     let pinning = config.pin_sources != Pin::Never;
-    if pinning && sources::any_in_chroots(config, &doc, &bundle)? {
+    let view = spec::View::of(&doc, &bundle)?;
+    if pinning && sources::any_in_chroots(config, &view) {
         staging::private_namespace(base)?;
     }
-    let prepared = sources::prepare(config, &mut doc, &bundle)?;
+    let prepared = sources::prepare(config, &view, &mut doc)?;
     if prepared.pins.is_empty() {
         if doc != before {
             atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;

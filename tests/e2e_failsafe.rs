@@ -8,13 +8,12 @@ mod daemons;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use daemons::Daemons;
-use serde_json::json;
 
 fn docker_setup(test: &str) -> Option<(Fixture, Daemons)> {
     let f = Fixture::new();
@@ -302,42 +301,6 @@ fn a_stalled_journald_or_syslog_never_slows_a_start() {
         );
         std::fs::remove_file(&sock).unwrap();
     }
-}
-
-/// A hooks directory with the precreate stage and, optionally, the poststop cleanup.
-fn podman_hooks(f: &Fixture, poststop: bool) -> PathBuf {
-    let d = f.path().join("hooks.d");
-    std::fs::create_dir_all(&d).unwrap();
-    let hook = |stage: &str, cmd: &str| {
-        json!({"version": "1.0.0",
-               "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), cmd]},
-               "when": {"always": true}, "stages": [stage]})
-        .to_string()
-    };
-    std::fs::write(d.join("50-ovh.json"), hook("precreate", "precreate")).unwrap();
-    if poststop {
-        std::fs::write(d.join("60-ovh.json"), hook("poststop", "cleanup")).unwrap();
-    }
-    d
-}
-
-fn podman_run(
-    podman: &Path,
-    f: &Fixture,
-    hooks: &Path,
-    volume: &str,
-    rootfs: &Path,
-    cmd: &str,
-) -> Output {
-    let conf = f.path().join("containers.conf");
-    std::fs::write(&conf, "").unwrap();
-    podman_command(podman, f)
-        .env("CONTAINERS_CONF", &conf)
-        .arg("--hooks-dir")
-        .arg(hooks)
-        .args(podman_run_args(volume, rootfs, cmd))
-        .output()
-        .unwrap()
 }
 
 #[test]

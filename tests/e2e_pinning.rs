@@ -129,22 +129,7 @@ fn podman_precreate_under_a_swap_loop_never_exposes_the_host() {
         return;
     };
     let f = Fixture::new();
-    let hooks = f.path().join("hooks.d");
-    std::fs::create_dir_all(&hooks).unwrap();
-    std::fs::write(
-        hooks.join("50-ovh.json"),
-        json!({"version": "1.0.0", "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), "precreate"]},
-               "when": {"always": true}, "stages": ["precreate"]})
-        .to_string(),
-    )
-    .unwrap();
-    std::fs::write(
-        hooks.join("60-ovh-poststop.json"),
-        json!({"version": "1.0.0", "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), "cleanup"]},
-               "when": {"always": true}, "stages": ["poststop"]})
-        .to_string(),
-    )
-    .unwrap();
+    let hooks = podman_hooks(&f, true);
     let t = f.tenant("user-pp");
     swap_tree(&t);
     let rootfs = f.bundle("img").join("rootfs");
@@ -165,18 +150,7 @@ fn podman_precreate_under_a_swap_loop_never_exposes_the_host() {
         })
     };
     let volume = format!("{}:/v:ro", t.join("vol").display());
-    let conf = f.path().join("containers.conf");
-    std::fs::write(&conf, "").unwrap();
-    let run = || {
-        podman_command(&podman, &f)
-            .env("CONTAINERS_CONF", &conf)
-            .arg("--hooks-dir")
-            .arg(&hooks)
-            .args(podman_run_args(&volume, &rootfs, VICTIM))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
-    };
+    let run = || podman_run(&podman, &f, &hooks, &volume, &rootfs, VICTIM);
     let (mut started, mut leaked) = (0, 0);
     for _ in 0..100 {
         let o = run();

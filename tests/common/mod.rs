@@ -520,3 +520,40 @@ pub fn podman_run_args(volume: &str, rootfs: &Path, script: &str) -> Vec<String>
     a.extend(["/bin/sh", "-c", script].iter().map(|s| s.to_string()));
     a
 }
+
+/// A hooks directory with the precreate stage and, optionally, the poststop cleanup.
+pub fn podman_hooks(f: &Fixture, poststop: bool) -> PathBuf {
+    let d = f.path().join("hooks.d");
+    std::fs::create_dir_all(&d).unwrap();
+    let hook = |stage: &str, cmd: &str| {
+        json!({"version": "1.0.0",
+               "hook": {"path": hook_bin(), "args": ["oci-volume-hook", "--config", f.config_path(), cmd]},
+               "when": {"always": true}, "stages": [stage]})
+        .to_string()
+    };
+    std::fs::write(d.join("50-ovh.json"), hook("precreate", "precreate")).unwrap();
+    if poststop {
+        std::fs::write(d.join("60-ovh.json"), hook("poststop", "cleanup")).unwrap();
+    }
+    d
+}
+
+/// `podman run` with `hooks` as its only hooks directory and an empty containers.conf.
+pub fn podman_run(
+    podman: &Path,
+    f: &Fixture,
+    hooks: &Path,
+    volume: &str,
+    rootfs: &Path,
+    cmd: &str,
+) -> Output {
+    let conf = f.path().join("containers.conf");
+    std::fs::write(&conf, "").unwrap();
+    podman_command(podman, f)
+        .env("CONTAINERS_CONF", &conf)
+        .arg("--hooks-dir")
+        .arg(hooks)
+        .args(podman_run_args(volume, rootfs, cmd))
+        .output()
+        .unwrap()
+}

@@ -6,6 +6,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Result, bail};
+
+use crate::refusal::Refusal;
 use serde::Deserialize;
 
 /// A chroot pattern such as `/containerdata/*`: absolute, `*` standing for exactly one component.
@@ -93,18 +95,19 @@ impl Pattern {
     /// would expose chroots: it is one of their ancestors (`/` excepted: binding the whole
     /// host is an explicit choice), or it lies under the directory holding the `*` chroots
     /// without being in one.
-    fn exposes(&self, comps: &[&OsStr]) -> Option<String> {
+    fn exposes(&self, comps: &[&OsStr]) -> Option<Refusal> {
         let n = self.parts.len();
         if !comps.is_empty() && comps.len() < n && self.matches_prefix(comps) {
-            return Some(format!("is an ancestor of the chroots {}", self.text));
+            return Some(Refusal::AncestorOfChroots {
+                pattern: self.text.clone(),
+            });
         }
         let base = self.parts.iter().position(|p| *p == Part::Any)?;
         let under_base = comps.len() > base && self.matches_prefix(&comps[..base]);
         if under_base && !self.matches_prefix(comps) {
-            return Some(format!(
-                "lies beside the chroots {}, in no chroot",
-                self.text
-            ));
+            return Some(Refusal::BesideChroots {
+                pattern: self.text.clone(),
+            });
         }
         None
     }
@@ -142,20 +145,24 @@ pub enum Place {
 ///   through the tenant's symlinks;
 /// - with `refuse_bases`, a chroot base, an ancestor of chroots, or a path under a base that
 ///   is in no chroot (see [`Pattern`]), `..` or not: such a mount hands out other tenants.
-pub fn place(patterns: &[Pattern], source: &Path, refuse_bases: bool) -> Result<Place> {
+pub fn place(
+    patterns: &[Pattern],
+    source: &Path,
+    refuse_bases: bool,
+) -> std::result::Result<Place, Refusal> {
     let bytes = source.as_os_str().as_bytes();
     if bytes.len() >= PATH_MAX {
-        bail!(
-            "the source is {} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})",
-            bytes.len()
-        );
+        return Err(Refusal::SourceTooLong { len: bytes.len() });
     }
     if !source.is_absolute() {
         return Ok(Place::Outside);
     }
     if bytes.contains(&0) {
-        bail!("path contains a NUL byte");
+        return Err(Refusal::NulByte);
     }
+    let dot_dot = || Refusal::DotDot {
+        path: source.to_path_buf(),
+    };
     let at_or_in_chroot = |comps: &[&OsStr]| patterns.iter().any(|p| p.matches(comps));
     let mut comps: Vec<&OsStr> = Vec::new();
     let mut dotdot = false;
@@ -164,7 +171,7 @@ pub fn place(patterns: &[Pattern], source: &Path, refuse_bases: bool) -> Result<
             Component::Normal(n) => comps.push(n),
             Component::ParentDir => {
                 if at_or_in_chroot(&comps) {
-                    bail!("path {} contains `..`", source.display());
+                    return Err(dot_dot());
                 }
                 dotdot = true;
                 comps.pop();
@@ -173,16 +180,15 @@ pub fn place(patterns: &[Pattern], source: &Path, refuse_bases: bool) -> Result<
         }
     }
     if dotdot && at_or_in_chroot(&comps) {
-        bail!("path {} contains `..`", source.display());
+        return Err(dot_dot());
     }
     for p in patterns {
         if p.matches(&comps) && comps.len() > p.parts.len() {
             let n = p.parts.len();
             if comps.len() - n > MAX_COMPONENTS {
-                bail!(
-                    "the source has {} components below its chroot, more than {MAX_COMPONENTS}",
-                    comps.len() - n
-                );
+                return Err(Refusal::TooDeep {
+                    below: comps.len() - n,
+                });
             }
             let chroot: PathBuf = std::iter::once(OsStr::new("/"))
                 .chain(comps[..n].iter().copied())
@@ -196,8 +202,8 @@ pub fn place(patterns: &[Pattern], source: &Path, refuse_bases: bool) -> Result<
         return Ok(Place::Chroot(chroot));
     }
     if refuse_bases {
-        if let Some(why) = patterns.iter().find_map(|p| p.exposes(&comps)) {
-            bail!("{why}: it would hand out other tenants' chroots (refuse_chroot_bases = true)");
+        if let Some(refusal) = patterns.iter().find_map(|p| p.exposes(&comps)) {
+            return Err(refusal);
         }
     }
     Ok(Place::Outside)
@@ -323,8 +329,9 @@ mod tests {
                 "/containerdata/../containerdata/user-dd/x",
                 "/var/../containerdata/user-dd/x",
             ] {
-                let e = place(&p, Path::new(bad), refuse).unwrap_err().to_string();
-                assert!(e.contains("`..`"), "{bad}: {e}");
+                let e = place(&p, Path::new(bad), refuse).unwrap_err();
+                assert!(matches!(e, Refusal::DotDot { .. }), "{bad}: {e:?}");
+                assert!(e.to_string().contains("contains `..`"), "{bad}: {e}");
             }
         }
         // Through root's directories only, ending nowhere near a chroot: the host's business.
@@ -337,17 +344,24 @@ mod tests {
     #[test]
     fn bases_and_ancestors_are_refused_when_asked() {
         let p = pats(&["/containerdata/*", "/srv/*/chroot", "/home/alice"]);
-        for bad in [
-            "/containerdata",
-            "/containerdata/",
-            "/containerdata/user-dd/..",
-            "/srv",
-            "/srv/t1",
-            "/srv/t1/other/x",
-            "/home",
+        for (bad, ancestor) in [
+            ("/containerdata", true),
+            ("/containerdata/", true),
+            ("/srv", true),
+            ("/srv/t1", true),
+            ("/srv/t1/other/x", false),
+            ("/home", true),
         ] {
-            assert!(place(&p, Path::new(bad), true).is_err(), "{bad}");
+            match place(&p, Path::new(bad), true) {
+                Err(Refusal::AncestorOfChroots { .. }) if ancestor => {}
+                Err(Refusal::BesideChroots { .. }) if !ancestor => {}
+                other => panic!("{bad}: {other:?}"),
+            }
         }
+        assert!(matches!(
+            place(&p, Path::new("/containerdata/user-dd/.."), true),
+            Err(Refusal::DotDot { .. })
+        ));
         for (refuse, ok) in [
             (true, "/"),
             (true, "/etc/localtime"),
@@ -375,9 +389,15 @@ mod tests {
     fn long_sources_are_refused() {
         let p = pats(&["/c/*"]);
         let long = format!("/c/t/{}", "a".repeat(PATH_MAX));
-        assert!(place(&p, Path::new(&long), true).is_err());
+        assert!(matches!(
+            place(&p, Path::new(&long), true),
+            Err(Refusal::SourceTooLong { len }) if len == long.len()
+        ));
         let deep = format!("/c/t{}", "/a".repeat(MAX_COMPONENTS + 1));
-        assert!(place(&p, Path::new(&deep), true).is_err());
+        assert!(matches!(
+            place(&p, Path::new(&deep), true),
+            Err(Refusal::TooDeep { below }) if below == MAX_COMPONENTS + 1
+        ));
         let ok = format!("/c/t{}", "/a".repeat(MAX_COMPONENTS));
         assert!(place(&p, Path::new(&ok), true).is_ok());
     }

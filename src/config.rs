@@ -37,6 +37,17 @@ pub enum Ownership {
     RecursiveOnMismatch,
 }
 
+impl Ownership {
+    /// The setting's name, as the configuration and `plan` write it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Ownership::None => "none",
+            Ownership::Top => "top",
+            Ownership::RecursiveOnMismatch => "recursive-on-mismatch",
+        }
+    }
+}
+
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

@@ -14,7 +14,7 @@ use crate::doctor;
 use crate::install_node;
 use crate::logging::{self, Sink};
 use crate::precreate;
-use crate::prepare::{Action, Mode, MountPlan, Preparer};
+use crate::prepare::{Caller, Preparer};
 use crate::sources;
 use crate::spec::{self, View};
 use crate::staging;
@@ -188,7 +188,8 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let bundle = Path::new(bundle);
     let doc = spec::read_bundle_config(bundle)?;
     let view = View::of(&doc, bundle)?;
-    let plans = Preparer::new(config, &view, Mode::Hook).prepare()?;
+    let prepared = Preparer::new(config, &view, Caller::Hook).prepare()?;
+    let plans: Vec<_> = prepared.into_iter().map(|p| p.plan).collect();
     sources::log_done(&plans);
     Ok(true)
 }
@@ -231,8 +232,8 @@ pub fn container_id(doc: &Value) -> String {
 pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write) -> Result<bool> {
     let doc = spec::read_bundle_config(bundle)?;
     let view = View::of(&doc, bundle)?;
-    let plans = Preparer::new(config, &view, Mode::Rewrite).plan()?;
-    let ok = plans.iter().all(|p| p.action != Action::Refuse);
+    let plans = Preparer::new(config, &view, Caller::Rewrite).plan()?;
+    let ok = plans.iter().all(|p| p.action.refusal().is_none());
     if json {
         let settings = config.settings(&view.annotations)?;
         let out_doc = serde_json::json!({
@@ -242,43 +243,8 @@ pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write
         writeln!(out)?;
     } else {
         for p in &plans {
-            writeln!(out, "{}", describe(p))?;
+            writeln!(out, "{}", p.describe())?;
         }
     }
     Ok(ok)
-}
-
-fn describe(p: &MountPlan) -> String {
-    let mut line = format!("{:<12} {}", name_of(&p.action), p.destination.display());
-    if let Some(s) = &p.source {
-        line += &format!(" <- {}", s.display());
-    }
-    if let Some(r) = &p.resolved_source {
-        line += &format!(" (resolved: {})", r.display());
-    }
-    let mut facts = Vec::new();
-    if let Some(c) = &p.chroot {
-        facts.push(format!("chroot {}", c.display()));
-    }
-    if let Some(w) = &p.wanted {
-        facts.push(format!("image wants {}", name_of(w)));
-    }
-    if let Some(o) = p.owner {
-        facts.push(format!("owner {}:{}", o.uid, o.gid));
-    }
-    if let Some(o) = &p.ownership {
-        facts.push(format!("ownership {}", name_of(o)));
-    }
-    if !facts.is_empty() {
-        line += &format!(" [{}]", facts.join(", "));
-    }
-    line + ": " + &p.reason
-}
-
-/// The name a value has in the JSON output (`create-file`, `recursive-on-mismatch`...).
-fn name_of(v: &impl serde::Serialize) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(String::from))
-        .unwrap_or_default()
 }

@@ -16,6 +16,7 @@ pub mod manual;
 pub mod ownership;
 pub mod precreate;
 pub mod prepare;
+pub mod refusal;
 pub mod resolve;
 pub mod runc_args;
 pub mod sources;

@@ -614,3 +614,20 @@ mod tests {
         assert!(Root::open(&t.path().join("nope")).is_err());
     }
 }
+
+// TEMPORARY shim until the resolve rework lands (Host seam).
+pub struct Host;
+impl Host {
+    pub fn real() -> Result<Host> {
+        Ok(Host)
+    }
+    #[cfg(test)]
+    pub(crate) fn fake(_: &Path) -> Host {
+        Host
+    }
+}
+impl Root {
+    pub fn chroot_in(_host: &Host, path: &Path, create: bool) -> Result<Chroot> {
+        Root::chroot(path, create)
+    }
+}

@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::config::{Config, Pin};
-use crate::prepare::{Action, Mode, MountPlan, Preparer};
+use crate::prepare::{Caller, MountPlan, Prepared, Preparer};
 use crate::resolve::Node;
 use crate::spec::{self, View};
 
@@ -19,7 +19,7 @@ pub struct Pinned {
 }
 
 /// The outcome of [`prepare`]: the plans, and the sources still to be pinned.
-pub struct Prepared {
+pub struct Outcome {
     pub plans: Vec<MountPlan>,
     pub pins: Vec<Pinned>,
 }
@@ -27,32 +27,38 @@ pub struct Prepared {
 /// Prepares the sources of `doc`. Sources that are not pinned and were reached through a
 /// symlink are rewritten in `doc` to their path resolved inside the chroot; pinned ones are
 /// returned, for the caller to stage and then [`point_at`].
-pub fn prepare(config: &Config, view: &View, doc: &mut Value) -> Result<Prepared> {
-    let mut preparer = Preparer::new(config, view, Mode::Rewrite);
-    let plans = preparer.prepare()?;
-    let mut pins = Vec::new();
-    for (index, node) in preparer.take_checked() {
-        let plan = plans.iter().find(|p| p.index == index);
-        let pin = match config.pin_sources {
-            Pin::Always => true,
-            Pin::WhenChangeable => plan.is_none_or(|p| preparer.could_be_swapped(p)),
-            Pin::Never => false,
+pub fn prepare(config: &Config, view: &View, doc: &mut Value) -> Result<Outcome> {
+    let mut preparer = Preparer::new(config, view, Caller::Rewrite);
+    let mut outcome = Outcome {
+        plans: Vec::new(),
+        pins: Vec::new(),
+    };
+    for Prepared { plan, node } in preparer.prepare()? {
+        let pin = match (&node, plan.in_chroot(), config.pin_sources) {
+            (None, _, _) | (_, _, Pin::Never) => false,
+            (Some(_), Some(m), Pin::WhenChangeable) => preparer.could_be_swapped(m),
+            (Some(_), _, _) => true,
         };
-        if pin {
-            pins.push(Pinned { index, node });
+        let resolved = plan.in_chroot().and_then(|m| m.resolved_source.as_ref());
+        match (node, resolved) {
+            (Some(node), _) if pin => outcome.pins.push(Pinned {
+                index: plan.index,
+                node,
+            }),
+            (_, Some(resolved)) => {
+                spec::set_source(doc, plan.index, resolved).with_context(|| plan.name())?;
+                tracing::info!(
+                    "{}: source rewritten to {}",
+                    plan.name(),
+                    resolved.display()
+                );
+            }
+            _ => {}
         }
+        outcome.plans.push(plan);
     }
-    for p in plans
-        .iter()
-        .filter(|p| !pins.iter().any(|x| x.index == p.index))
-    {
-        if let Some(resolved) = &p.resolved_source {
-            spec::set_source(doc, p.index, resolved).with_context(|| p.name())?;
-            tracing::info!("{}: source rewritten to {}", p.name(), resolved.display());
-        }
-    }
-    log_done(&plans);
-    Ok(Prepared { plans, pins })
+    log_done(&outcome.plans);
+    Ok(outcome)
 }
 
 /// Whether any bind source lies in a chroot (so that preparing it may pin).
@@ -80,7 +86,7 @@ pub fn point_at(doc: &mut Value, staged: &[(usize, PathBuf)], under: &Path) -> R
 }
 
 pub fn log_done(plans: &[MountPlan]) {
-    let changed = plans.iter().filter(|p| p.action != Action::Nothing).count();
-    let in_chroots = plans.iter().filter(|p| p.chroot.is_some()).count();
+    let changed = plans.iter().filter(|p| !p.action.is_nothing()).count();
+    let in_chroots = plans.iter().filter(|p| p.in_chroot().is_some()).count();
     tracing::info!("{in_chroots} mount(s) in chroots, {changed} changed");
 }

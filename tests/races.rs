@@ -16,7 +16,7 @@ use common::*;
 use nix::fcntl::{OFlag, RenameFlags, open, renameat2};
 use nix::sys::stat::Mode;
 use oci_volume_hook::config::Config;
-use oci_volume_hook::prepare::{Mode as Use, Preparer};
+use oci_volume_hook::prepare::{Caller, Preparer};
 use oci_volume_hook::spec::View;
 use serde_json::json;
 
@@ -140,7 +140,7 @@ fn swapping_a_directory_for_a_host_symlink_while_the_tool_prepares() {
     let runs = naive_runs.max(3000);
     let (mut ok, mut refused) = (0, 0);
     for _ in 0..runs {
-        match Preparer::new(&config, &view, Use::Rewrite).prepare() {
+        match Preparer::new(&config, &view, Caller::Rewrite).prepare() {
             Ok(_) => ok += 1,
             Err(_) => refused += 1, // e.g. "keeps changing": fine, nothing was done outside
         }

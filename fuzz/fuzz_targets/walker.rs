@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
 use oci_volume_hook::config::Config;
-use oci_volume_hook::prepare::{Mode, Preparer};
+use oci_volume_hook::prepare::{Caller, Preparer};
 use oci_volume_hook::spec::View;
 
 const NAMES: [&str; 6] = ["a", "b", "etc", "data", "..", "localtime"];
@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
                   "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]}
     });
     let view = View::of(&doc, Path::new("/")).unwrap();
-    let _ = Preparer::new(&config, &view, Mode::Rewrite).prepare();
+    let _ = Preparer::new(&config, &view, Caller::Rewrite).prepare();
     let mut after = BTreeMap::new();
     snapshot(&host, &mut after);
     snapshot(&rootfs, &mut after);

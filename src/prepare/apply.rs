@@ -9,33 +9,32 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode as Perm, mkdirat};
+use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 
 use super::*;
-use crate::chroot;
 use crate::config::Ownership;
 use crate::ownership;
-use crate::resolve::{Kind, Lookup, Node, open_nofollow};
+use crate::refusal::shorten;
+use crate::resolve::{Lookup, open_nofollow};
 
 impl Preparer<'_> {
     /// Brings one source to the planned state; returns its in-chroot path if it must be
     /// rewritten. One walk creates what is missing, each component from its parent's
     /// descriptor; only a repair (rmdir, then create) walks again.
-    pub(super) fn apply(&mut self, p: &MountPlan) -> Result<(Option<PathBuf>, Node)> {
-        let (Some(chroot_path), Some(source), Some(want), Some(owner)) =
-            (&p.chroot, &p.source, p.wanted, p.owner)
-        else {
-            bail!("not a mount in a chroot");
-        };
-        let ownership = p.ownership.unwrap_or_default();
-        let inside =
-            chroot::locate(&self.config.chroots, source)?.expect("planned inside a chroot");
+    pub(super) fn apply(&mut self, m: &ChrootMount) -> Result<(Option<PathBuf>, Node)> {
+        let wanted = m
+            .wanted
+            .as_ref()
+            .ok_or_else(|| anyhow!("refused: nothing to apply"))?;
+        let (want, owner, ownership) = (wanted.want, m.owner, m.ownership);
         let create_chroots = self.config.create_chroots;
-        let root = self
-            .chroot_open(chroot_path, create_chroots)
-            .map_err(|e| anyhow!(e))?;
-        let seed = p.seed_from.as_deref();
+        let root = self.open_root(&m.chroot, create_chroots)?;
+        let seed = m.seed_from.as_deref();
+        let finish = |fd: &OwnedFd| match ownership {
+            Ownership::None => Ok(()),
+            _ => chown(fd, owner),
+        };
         for _ in 0..MAX_ROUNDS {
             let mut make = |parent: BorrowedFd<'_>, at: &Path, name: &OsStr, last: bool| {
                 let path = root.host_path(&at.join(name));
@@ -45,30 +44,26 @@ impl Preparer<'_> {
                     &path,
                     last && want == Want::File,
                     seed,
-                    |fd| {
-                        if ownership == Ownership::None {
-                            Ok(())
-                        } else {
-                            chown(fd, owner)
-                        }
-                    },
+                    finish,
                 )
             };
-            let f = match root.walk(&inside.rel, Some(&mut make))? {
+            let f = match root.walk(&m.rel, Some(&mut make))? {
                 Lookup::Found(f) => f,
-                Lookup::Missing(m) => bail!(
+                Lookup::Missing(miss) => bail!(
                     "{} could not be created",
-                    root.host_path(&m.whole()).display()
+                    root.host_path(&miss.whole()).display()
                 ),
             };
             let Some((parent, name)) = &f.parent else {
-                bail!("resolves to the chroot itself")
+                bail!(Refusal::ResolvesToChroot)
             };
             let path = root.host_path(&f.rel);
+            let changed = |r: Refusal| anyhow!("{} {r}", path.display());
             match fit(want, f.node.kind) {
-                Fit::DirForFile => remove_empty_dir(parent, name, &path, &p.why_wanted)?,
+                Fit::DirForFile => remove_empty_dir(parent, name, &path, wanted)?,
                 Fit::FileForDir => {
-                    bail!("{} is a regular file, but {}", path.display(), p.why_wanted)
+                    let wanted = wanted.clone();
+                    return Err(changed(Refusal::FileForDir { wanted }));
                 }
                 Fit::Fits => {
                     if ownership != Ownership::None && chown_needed(&f.node, owner)? {
@@ -76,15 +71,12 @@ impl Preparer<'_> {
                     }
                     return Ok((f.via_symlink.then_some(path), f.node));
                 }
-                Fit::Special(other) => bail!(
-                    "{} is a {other}, not a regular file or directory",
-                    path.display()
-                ),
+                Fit::Special(kind) => return Err(changed(Refusal::Special { kind })),
             }
         }
         bail!(
             "{} keeps changing while it is prepared; gave up",
-            shorten(source)
+            shorten(&m.source)
         )
     }
 }
@@ -104,7 +96,7 @@ fn create(
     finish: impl Fn(&OwnedFd) -> Result<()>,
 ) -> Result<()> {
     if !file {
-        match mkdirat(parent, name, Perm::from_bits_truncate(0o755)) {
+        match mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
             Ok(()) => {
                 let fd = open_nofollow(parent, name, OFlag::O_DIRECTORY)?;
                 finish(&fd)?;
@@ -133,7 +125,7 @@ fn create(
 }
 
 /// rmdir removes nothing but an empty directory, whatever the name now stands for.
-fn remove_empty_dir(parent: &OwnedFd, name: &OsStr, path: &Path, why: &str) -> Result<()> {
+fn remove_empty_dir(parent: &OwnedFd, name: &OsStr, path: &Path, wanted: &Wanted) -> Result<()> {
     match unlinkat(parent, name, UnlinkatFlags::RemoveDir) {
         Ok(()) => tracing::info!(
             "removed empty directory {} to make it a file",
@@ -141,7 +133,8 @@ fn remove_empty_dir(parent: &OwnedFd, name: &OsStr, path: &Path, why: &str) -> R
         ),
         Err(Errno::ENOENT | Errno::ENOTDIR) => {}
         Err(Errno::ENOTEMPTY | Errno::EEXIST) => {
-            bail!("{} is a non-empty directory, but {why}", path.display())
+            let wanted = wanted.clone();
+            bail!("{} {}", path.display(), Refusal::NonEmptyDir { wanted })
         }
         Err(e) => bail!("removing empty directory {}: {}", path.display(), e.desc()),
     }
@@ -177,7 +170,7 @@ fn create_empty(
 ) -> Result<bool> {
     let flags =
         OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
-    match openat(parent, name, flags, Perm::from_bits_truncate(0o644)) {
+    match openat(parent, name, flags, Mode::from_bits_truncate(0o644)) {
         Ok(fd) => finish(&fd).map(|()| true),
         Err(Errno::EEXIST) => Ok(false),
         Err(e) => Err(e.into()),
@@ -197,7 +190,7 @@ fn create_seeded(
         parent,
         ".",
         OFlag::O_TMPFILE | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        Perm::from_bits_truncate(0o644),
+        Mode::from_bits_truncate(0o644),
     ) {
         Ok(fd) => fd,
         // A filesystem without O_TMPFILE: an exclusive create, then the copy.

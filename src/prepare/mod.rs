@@ -1,105 +1,43 @@
 //! Planning and preparing the bind-mount sources of one container.
 //!
 //! Everything is planned first, read-only (`plan.rs`); a container with any mount that cannot
-//! be fixed is refused before anything is touched. Then each source is brought to the wanted
-//! state (`apply.rs`) by one walk from the chroot that creates what is missing from held
-//! descriptors, so concurrent preparers and a tenant changing its tree converge or fail, but
-//! never act on a stale path. Both sides decide with one verdict, [`fit`].
+//! be fixed is refused before anything is touched (`report.rs` words the refusal). Then each
+//! source is brought to the wanted state (`apply.rs`) by one walk from the chroot that
+//! creates what is missing from held descriptors, so concurrent preparers and a tenant
+//! changing its tree converge or fail, but never act on a stale path. Both sides decide with
+//! one verdict, [`fit`].
 
 mod apply;
+mod mount;
 mod plan;
+mod report;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
-
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use caps::{CapSet, Capability};
-use nix::sys::stat::Mode as Perm;
-use serde::Serialize;
+
+pub use mount::{Action, ChrootMount, MountPlan, Owner, Target, Want, Wanted};
 
 use crate::chroot::{self, Place};
-use crate::config::{self, ANNOTATION_PREFIX, Config, Ownership};
+use crate::config::{self, Config};
 use crate::ownership;
-use crate::resolve::{Chroot, Kind, Lookup, Node, Root};
+use crate::refusal::{Cause, Refusal};
+use crate::resolve::{Chroot, Host, Kind, Node, Root};
 use crate::spec::View;
 
-/// What the container needs at a mount's destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Want {
-    File,
-    Dir,
-    /// The image has nothing there: an existing source of either type will do, a missing
-    /// one becomes a directory, as the engines do.
-    Any,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Action {
-    Nothing,
-    Chown,
-    CreateFile,
-    CreateDir,
-    /// Replace an empty directory by an empty file.
-    Repair,
-    Refuse,
-}
-
-/// How the caller will use the result.
+/// Who asks, which decides what may change besides the sources.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub enum Caller {
     /// An OCI hook: config.json cannot change, so a source that the host would resolve
     /// differently from the chroot is refused.
     Hook,
     /// precreate and the runtime wrapper: sources going through symlinks are rewritten to
-    /// the path resolved inside the chroot.
+    /// the path resolved inside the chroot (or pinned).
     Rewrite,
-}
-
-/// One mount of the container, what it needs and what the tool does about it.
-#[derive(Debug, Clone, Serialize)]
-pub struct MountPlan {
-    pub index: usize,
-    pub destination: PathBuf,
-    pub source: Option<PathBuf>,
-    pub chroot: Option<PathBuf>,
-    pub wanted: Option<Want>,
-    pub action: Action,
-    pub reason: String,
-    /// Host uid and gid the source is given to.
-    pub owner: Option<Owner>,
-    /// How far ownership is changed for this container.
-    pub ownership: Option<Ownership>,
-    /// The host file whose content a created file receives (`seed_from_host`).
-    pub seed_from: Option<PathBuf>,
-    /// The source resolved inside its chroot, when that differs from `source`.
-    pub resolved_source: Option<PathBuf>,
-    /// Where the wanted type comes from, for messages: "the image has a file at /x", or the
-    /// host's seed file when the image has nothing there.
-    #[serde(skip)]
-    pub why_wanted: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Owner {
-    pub uid: u32,
-    pub gid: u32,
-}
-
-impl MountPlan {
-    /// "mount /dst (source /src)", how every message names a mount.
-    pub fn name(&self) -> String {
-        match &self.source {
-            Some(s) => format!(
-                "mount {} (source {})",
-                shorten(&self.destination),
-                shorten(s)
-            ),
-            None => format!("mount {}", shorten(&self.destination)),
-        }
-    }
 }
 
 /// The one verdict on an existing source against what the container wants, shared by the
@@ -125,34 +63,110 @@ fn fit(want: Want, kind: Kind) -> Fit {
     }
 }
 
+/// A prepared mount: its plan, and for a source in a chroot the descriptor of the very inode
+/// that was checked (what pinning hands the runtime).
+pub struct Prepared {
+    pub plan: MountPlan,
+    pub node: Option<Node>,
+}
+
 /// The mounts of one container, with the roots they are resolved in.
 pub struct Preparer<'a> {
     view: &'a View,
     config: &'a Config,
-    mode: Mode,
+    caller: Caller,
+    /// Where chroot paths are resolved from (the host's `/`; a temp dir in unit tests).
+    host: Option<Host>,
     rootfs: Option<Root>,
-    chroots: HashMap<PathBuf, Result<Chroot, String>>,
+    /// The host ids the container's sources go to, once a source in a chroot needs them.
+    owner: Option<Owner>,
+    chroots: HashMap<PathBuf, Result<Chroot, Refusal>>,
     /// The soft RLIMIT_NOFILE to put back once done, when it had to be raised.
     saved_nofile: Option<(u64, u64)>,
-    /// The descriptor of each prepared source, by mount index: what was checked is what gets
-    /// mounted (see `staging`).
+    /// The descriptor of each source found right while planning, by mount index.
     checked: HashMap<usize, Node>,
     /// Whether a directory (chroot, path in it) could be changed by someone but root.
     changeable: HashMap<(PathBuf, PathBuf), bool>,
 }
 
 impl<'a> Preparer<'a> {
-    pub fn new(config: &'a Config, view: &'a View, mode: Mode) -> Preparer<'a> {
+    pub fn new(config: &'a Config, view: &'a View, caller: Caller) -> Preparer<'a> {
         Preparer {
             view,
             config,
-            mode,
+            caller,
+            host: None,
             rootfs: None,
+            owner: None,
             chroots: HashMap::new(),
             saved_nofile: None,
             checked: HashMap::new(),
             changeable: HashMap::new(),
         }
+    }
+
+    /// Resolves chroot paths below `host` instead of `/` (unit tests: planning without root).
+    #[cfg(test)]
+    pub(crate) fn with_host(mut self, host: Host) -> Self {
+        self.host = Some(host);
+        self
+    }
+
+    /// The plan for every mount, in config.json order. Touches nothing.
+    /// Errors that concern the whole container (no rootfs, unmapped ids) are returned as
+    /// errors, naming the first mount they affect.
+    pub fn plan(&mut self) -> Result<Vec<MountPlan>> {
+        let settings = self.config.settings(&self.view.annotations)?;
+        self.reserve_descriptors()?;
+        let mut plans = Vec::new();
+        for b in &self.view.binds {
+            plans.push(self.plan_bind(b, &settings)?);
+        }
+        for (index, destination, kind) in &self.view.others {
+            let shown = if kind.is_empty() { "no type" } else { kind };
+            let target = Target::NotBind { kind: kind.clone() };
+            let mut p = MountPlan::new(*index, destination.clone(), target, Action::Nothing);
+            p.reason = format!("not a bind mount ({shown})");
+            plans.push(p);
+        }
+        plans.sort_by_key(|p| p.index);
+        Ok(plans)
+    }
+
+    /// Plans, refuses the whole container if any mount cannot be fixed (a
+    /// [`Refused`](crate::refusal::Refused) error), then prepares each mount.
+    pub fn prepare(&mut self) -> Result<Vec<Prepared>> {
+        let plans = self.plan()?;
+        if let Some(refused) = report::refusal(&plans) {
+            return Err(refused.into());
+        }
+        if let Some(p) = plans.iter().find(|p| p.in_chroot().is_some()) {
+            let mut needed = vec![
+                Capability::CAP_CHOWN,
+                Capability::CAP_DAC_OVERRIDE,
+                Capability::CAP_FOWNER,
+            ];
+            if self.caller == Caller::Rewrite && self.config.pin_sources != config::Pin::Never {
+                needed.push(Capability::CAP_SYS_ADMIN); // the staging mounts
+            }
+            require_capabilities(&needed).with_context(|| p.name())?;
+        }
+        let mut prepared = Vec::with_capacity(plans.len());
+        for mut plan in plans {
+            let name = plan.name();
+            let node = match &mut plan.target {
+                // Planned as `nothing`: already right, and held since planning.
+                Target::Chroot(_) if plan.action.is_nothing() => self.checked.remove(&plan.index),
+                Target::Chroot(m) => {
+                    let (resolved, node) = self.apply(m).context(name)?;
+                    m.resolved_source = resolved;
+                    Some(node)
+                }
+                _ => None,
+            };
+            prepared.push(Prepared { plan, node });
+        }
+        Ok(prepared)
     }
 
     /// Makes sure the descriptors preparation may hold at once — one per source in a
@@ -188,128 +202,13 @@ impl<'a> Preparer<'a> {
         Ok(())
     }
 
-    /// The plan for every mount, in config.json order. Touches nothing.
-    /// Errors that concern the whole container (no rootfs, unmapped ids) are returned as
-    /// errors, naming the first mount they affect.
-    pub fn plan(&mut self) -> Result<Vec<MountPlan>> {
-        let settings = self.config.settings(&self.view.annotations)?;
-        self.reserve_descriptors()?;
-        let mut plans: Vec<MountPlan> = Vec::new();
-        let mut owner: Option<Owner> = None;
-        for b in &self.view.binds {
-            let mut p = MountPlan {
-                index: b.index,
-                destination: b.destination.clone(),
-                source: Some(b.source.clone()),
-                chroot: None,
-                wanted: None,
-                action: Action::Nothing,
-                reason: String::new(),
-                owner: None,
-                ownership: None,
-                seed_from: None,
-                resolved_source: None,
-                why_wanted: String::new(),
-            };
-            // Refusals of `..` and of chroot bases hold even where annotations disable the
-            // tool: they are what keeps one tenant out of the others.
-            match chroot::place(
-                &self.config.chroots,
-                &b.source,
-                self.config.refuse_chroot_bases,
-            ) {
-                Err(e) => refuse(&mut p, format!("{e:#}")),
-                Ok(Place::Inside(_)) if !settings.enabled => {
-                    p.reason = format!(
-                        "disabled for this container by annotation {ANNOTATION_PREFIX}enabled"
-                    );
-                }
-                Ok(Place::Inside(inside)) => {
-                    if owner.is_none() {
-                        owner = Some(self.owner(settings.owner).with_context(|| p.name())?);
-                        self.open_rootfs().with_context(|| p.name())?;
-                    }
-                    p.chroot = Some(inside.chroot.clone());
-                    p.owner = owner;
-                    p.ownership = Some(settings.ownership);
-                    if b.destination.as_os_str().len() >= chroot::PATH_MAX {
-                        refuse(&mut p, "the destination is longer than PATH_MAX".into());
-                    } else {
-                        self.plan_in_chroot(&mut p, &inside);
-                    }
-                }
-                Ok(Place::Chroot(_)) => p.reason = "source is a chroot itself".into(),
-                Ok(Place::Outside) => p.reason = "source is in no chroot".into(),
-            }
-            plans.push(p);
+    /// The host ids the container's sources go to, and the image opened: what every
+    /// source in a chroot needs, found once.
+    fn container_owner(&mut self, owner: config::Owner) -> Result<Owner> {
+        if let Some(o) = self.owner {
+            return Ok(o);
         }
-        for (index, dest, typ) in &self.view.others {
-            plans.push(MountPlan {
-                index: *index,
-                destination: dest.clone(),
-                source: None,
-                chroot: None,
-                wanted: None,
-                action: Action::Nothing,
-                reason: format!(
-                    "not a bind mount ({})",
-                    if typ.is_empty() { "no type" } else { typ }
-                ),
-                owner: None,
-                ownership: None,
-                seed_from: None,
-                resolved_source: None,
-                why_wanted: String::new(),
-            });
-        }
-        plans.sort_by_key(|p| p.index);
-        Ok(plans)
-    }
-
-    /// Plans, refuses the whole container if any mount cannot be fixed, then prepares.
-    /// The returned plans carry the in-chroot path of every source that must be rewritten.
-    pub fn prepare(&mut self) -> Result<Vec<MountPlan>> {
-        let mut plans = self.plan()?;
-        if let Some(line) = refusal(&plans) {
-            bail!("{line}");
-        }
-        if let Some(p) = plans.iter().find(|p| p.chroot.is_some()) {
-            let mut needed = vec![
-                Capability::CAP_CHOWN,
-                Capability::CAP_DAC_OVERRIDE,
-                Capability::CAP_FOWNER,
-            ];
-            if self.mode == Mode::Rewrite && self.config.pin_sources != config::Pin::Never {
-                needed.push(Capability::CAP_SYS_ADMIN); // the staging mounts
-            }
-            require_capabilities(&needed).with_context(|| p.name())?;
-        }
-        // A mount planned as `nothing` is already right: resolving it again would only cost.
-        for p in plans
-            .iter_mut()
-            .filter(|p| p.chroot.is_some() && p.action != Action::Nothing)
-        {
-            let (resolved, node) = self.apply(p).with_context(|| p.name())?;
-            p.resolved_source = resolved;
-            self.checked.insert(p.index, node);
-        }
-        Ok(plans)
-    }
-
-    /// After [`prepare`](Self::prepare): each source in a chroot as the descriptor that was
-    /// checked, with its type.
-    pub fn take_checked(&mut self) -> Vec<(usize, Node)> {
-        let mut v: Vec<(usize, Node)> = self.checked.drain().collect();
-        v.sort_by_key(|(i, _)| *i);
-        v
-    }
-
-    fn owner(&self, owner: config::Owner) -> Result<Owner> {
         let (uid, gid) = ownership::host_owner(owner, self.view)?;
-        Ok(Owner { uid, gid })
-    }
-
-    fn open_rootfs(&mut self) -> Result<()> {
         let path = self
             .view
             .rootfs
@@ -318,131 +217,41 @@ impl<'a> Preparer<'a> {
         // The engine's path (trusted): its symlinks are the host's, resolved once.
         self.rootfs =
             Some(Root::open_trusted(path).with_context(|| format!("rootfs {}", path.display()))?);
-        Ok(())
+        Ok(*self.owner.insert(Owner { uid, gid }))
     }
 
-    /// The chroot at `path` as planning finds it: open, missing, or refused (why).
-    fn chroot_state(&mut self, path: &Path) -> Result<&Chroot, String> {
-        self.chroots
-            .entry(path.to_path_buf())
-            .or_insert_with(|| Root::chroot(path, false).map_err(|e| format!("chroot {e:#}")))
-            .as_ref()
-            .map_err(Clone::clone)
-    }
-
-    /// The open chroot at `path`; with `create`, a missing one is made first.
-    fn chroot_open(&mut self, path: &Path, create: bool) -> Result<&Root, String> {
-        let missing = matches!(self.chroot_state(path), Ok(Chroot::Missing));
+    /// The chroot at `path` as planning finds it: open, missing, or refused (why); with
+    /// `create`, a missing one is made first.
+    fn chroot_state(&mut self, path: &Path, create: bool) -> Result<&Chroot, Refusal> {
+        let missing = matches!(self.chroots.get(path), Some(Ok(Chroot::Missing)));
         if missing && create {
-            let made = Root::chroot(path, true).map_err(|e| format!("chroot {e:#}"));
-            self.chroots.insert(path.to_path_buf(), made);
+            self.chroots.remove(path);
         }
-        match self.chroot_state(path)? {
+        if !self.chroots.contains_key(path) {
+            let opened = self.open_chroot(path, create);
+            self.chroots.insert(path.to_path_buf(), opened);
+        }
+        self.chroots[path].as_ref().map_err(Clone::clone)
+    }
+
+    fn open_chroot(&mut self, path: &Path, create: bool) -> Result<Chroot, Refusal> {
+        if self.host.is_none() {
+            self.host = Some(Host::real().map_err(|e| Refusal::Chroot(Cause::new(e)))?);
+        }
+        let host = self.host.as_ref().expect("opened above");
+        Root::chroot_in(host, path, create).map_err(|e| Refusal::Chroot(Cause::new(e)))
+    }
+
+    /// The open chroot at `path` (made first when missing and `create`), for applying.
+    fn open_root(&mut self, path: &Path, create: bool) -> Result<&Root> {
+        match self.chroot_state(path, create)? {
             Chroot::Open(root) => Ok(root),
-            Chroot::Missing => Err(format!("chroot {} does not exist", path.display())),
-        }
-    }
-
-    fn chroot(&mut self, path: &Path) -> Result<&Root, String> {
-        self.chroot_open(path, false)
-    }
-
-    /// What the image has at `dest`, symlinks resolved inside the image.
-    fn wanted(&self, dest: &Path) -> Want {
-        let rootfs = self
-            .rootfs
-            .as_ref()
-            .expect("rootfs opened before planning a chroot mount");
-        let rel = dest.strip_prefix("/").unwrap_or(dest);
-        if let Some(node) = rootfs.lookup_plain(rel) {
-            return if node.kind == Kind::Dir {
-                Want::Dir
-            } else {
-                Want::File
-            };
-        }
-        match rootfs.lookup(dest) {
-            Ok(Lookup::Found(f)) if f.node.kind == Kind::Dir => Want::Dir,
-            Ok(Lookup::Found(_)) => Want::File,
-            Ok(Lookup::Missing(_)) => Want::Any,
-            Err(e) => {
-                // The runtime will report this itself when it mounts; no reason to guess.
-                tracing::debug!("destination {} in the image: {e:#}", dest.display());
-                Want::Any
+            Chroot::Missing => Err(Refusal::ChrootMissing {
+                chroot: path.to_path_buf(),
             }
+            .into()),
         }
     }
-}
-
-/// A path for a message: whole up to PATH_MAX, else its start and its length (a refused
-/// 30 MB source must not make a 30 MB log line).
-fn shorten(path: &Path) -> String {
-    let text = path.display().to_string();
-    if text.len() <= chroot::PATH_MAX {
-        return text;
-    }
-    let mut end = 256;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &text[..end], text.len())
-}
-
-/// The line refusing a container, if any mount is refused; every refusal is logged, a
-/// cause shared by several mounts (their chroot) once, with how many it concerns.
-fn refusal(plans: &[MountPlan]) -> Option<String> {
-    let refused: Vec<&MountPlan> = plans
-        .iter()
-        .filter(|p| p.action == Action::Refuse)
-        .collect();
-    refused.first()?;
-    let sharing = |p: &MountPlan| {
-        refused
-            .iter()
-            .filter(|q| q.chroot.is_some() && q.chroot == p.chroot && q.reason == p.reason)
-            .count()
-    };
-    let line = |p: &MountPlan| match sharing(p) {
-        n if n > 1 && p.reason.starts_with("chroot ") => {
-            format!(
-                "{}: {} (and {} other mounts in it)",
-                p.name(),
-                p.reason,
-                n - 1
-            )
-        }
-        _ => format!("{}: {}", p.name(), p.reason),
-    };
-    let mut seen: Vec<(&Option<PathBuf>, &str)> = Vec::new();
-    let mut lines = Vec::new();
-    for p in &refused {
-        if p.chroot.is_some() && p.reason.starts_with("chroot ") {
-            let key = (&p.chroot, p.reason.as_str());
-            if seen.contains(&key) {
-                continue;
-            }
-            seen.push(key);
-        }
-        lines.push(line(p));
-    }
-    // The first is the container's refusal line, which the caller reports and logs.
-    for l in &lines[1..] {
-        tracing::error!("{l}");
-    }
-    Some(lines.swap_remove(0))
-}
-
-fn what_for(want: Want) -> Action {
-    if want == Want::File {
-        Action::CreateFile
-    } else {
-        Action::CreateDir
-    }
-}
-
-fn refuse(p: &mut MountPlan, reason: String) {
-    p.action = Action::Refuse;
-    p.reason = reason;
 }
 
 impl Drop for Preparer<'_> {
@@ -476,16 +285,15 @@ pub fn require_capabilities(needed: &[Capability]) -> Result<()> {
     Ok(())
 }
 
-fn chown_needed(node: &Node, owner: Owner) -> Result<bool> {
+/// Whether the owner of `node` must change; a hard-linked file is refused, since its other
+/// names may lie outside the chroot.
+fn chown_needed(node: &Node, owner: Owner) -> Result<bool, Refusal> {
     let st = &node.stat;
     if st.st_uid == owner.uid && st.st_gid == owner.gid {
         return Ok(false);
     }
     if node.kind == Kind::File && st.st_nlink > 1 {
-        bail!(
-            "is a file with {} hard links; its owner is not changed, as another link may lie outside the chroot",
-            st.st_nlink
-        );
+        return Err(Refusal::HardLinked { links: st.st_nlink });
     }
     Ok(true)
 }

@@ -1,218 +1,295 @@
-//! Planning one mount in a chroot: what the image wants, what the chroot has, and the action
-//! that brings one to the other — read-only.
+//! Planning one mount: where its source lies, what the image wants, what the chroot has,
+//! and the action that brings one to the other — read-only.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use anyhow::{Context, Result};
 use nix::fcntl::OFlag;
-use nix::sys::stat::{SFlag, fstat};
+use nix::sys::stat::{Mode, SFlag, fstat};
 
 use super::*;
-use crate::chroot;
-use crate::config::Ownership;
-use crate::resolve::{self, Chroot, Found, Kind, Lookup, Node, Root, open_nofollow};
+use crate::config::{ANNOTATION_PREFIX, Ownership, Settings};
+use crate::refusal::Cause;
+use crate::resolve::{self, Found, Lookup, open_nofollow};
+use crate::spec::BindMount;
+
+/// What planning decided for a source in a chroot.
+type Decision = (Action, String);
+
+fn refused(r: Refusal) -> Decision {
+    (Action::Refuse(r), String::new())
+}
 
 impl Preparer<'_> {
+    /// Plans one bind mount. Refusals of `..` and of chroot bases hold even where
+    /// annotations disable the tool: they are what keeps one tenant out of the others.
+    pub(super) fn plan_bind(&mut self, b: &BindMount, settings: &Settings) -> Result<MountPlan> {
+        let host = |action, reason: &str| {
+            let target = Target::Host {
+                source: b.source.clone(),
+            };
+            let mut p = MountPlan::new(b.index, b.destination.clone(), target, action);
+            if !reason.is_empty() {
+                p.reason = reason.into();
+            }
+            p
+        };
+        let place = chroot::place(
+            &self.config.chroots,
+            &b.source,
+            self.config.refuse_chroot_bases,
+        );
+        Ok(match place {
+            Err(r) => host(Action::Refuse(r), ""),
+            Ok(Place::Inside(_)) if !settings.enabled => host(
+                Action::Nothing,
+                &format!("disabled for this container by annotation {ANNOTATION_PREFIX}enabled"),
+            ),
+            Ok(Place::Inside(inside)) => self.plan_chroot_mount(b, inside, settings)?,
+            Ok(Place::Chroot(_)) => host(Action::Nothing, "source is a chroot itself"),
+            Ok(Place::Outside) => host(Action::Nothing, "source is in no chroot"),
+        })
+    }
+
+    fn plan_chroot_mount(
+        &mut self,
+        b: &BindMount,
+        inside: chroot::InChroot,
+        settings: &Settings,
+    ) -> Result<MountPlan> {
+        let owner = self
+            .container_owner(settings.owner)
+            .with_context(|| mount::name(&b.destination, Some(&b.source)))?;
+        let mut m = ChrootMount {
+            source: b.source.clone(),
+            chroot: inside.chroot,
+            rel: inside.rel,
+            owner,
+            ownership: settings.ownership,
+            wanted: None,
+            seed_from: None,
+            resolved_source: None,
+        };
+        let (action, reason) = if b.destination.as_os_str().len() >= chroot::PATH_MAX {
+            refused(Refusal::DestinationTooLong)
+        } else {
+            self.plan_in_chroot(&mut m, &b.destination, b.index)
+        };
+        let target = Target::Chroot(Box::new(m));
+        let mut p = MountPlan::new(b.index, b.destination.clone(), target, action);
+        if !reason.is_empty() {
+            p.reason = reason;
+        }
+        Ok(p)
+    }
+
+    fn plan_in_chroot(&mut self, m: &mut ChrootMount, dest: &Path, index: usize) -> Decision {
+        let (wanted, seed_file) = self.wanted(dest, &m.rel);
+        m.wanted = Some(wanted.clone());
+        let (create, caller) = (self.config.create_chroots, self.caller);
+        let root = match self.chroot_state(&m.chroot, false) {
+            Ok(Chroot::Open(r)) => r,
+            Ok(Chroot::Missing) if create => return plan_new_chroot(m, &wanted, seed_file),
+            Ok(Chroot::Missing) => {
+                let chroot = m.chroot.clone();
+                return refused(Refusal::ChrootMissing { chroot });
+            }
+            Err(r) => return refused(r),
+        };
+        // Already there, no symlink on the way: one openat2 tells all.
+        if let Some(node) = root.lookup_plain(&m.rel) {
+            if fit(wanted.want, node.kind) == Fit::Fits {
+                let decision = plan_owner(m, &node);
+                self.checked.insert(index, node);
+                return decision;
+            }
+        }
+        let lookup = match root.lookup(&m.rel) {
+            Ok(l) => l,
+            Err(e) => return refused(Refusal::Resolve(Cause::new(e))),
+        };
+        match resolved_source(root, &lookup, &m.source, caller) {
+            Ok(resolved) => m.resolved_source = resolved,
+            Err(r) => return refused(r),
+        }
+        match lookup {
+            Lookup::Missing(miss) => {
+                let first = root.host_path(&miss.parent_rel.join(&miss.name));
+                let whole = root.host_path(&miss.whole());
+                plan_missing(m, &wanted, miss.is_last, &first, &whole, seed_file)
+            }
+            Lookup::Found(f) => self.plan_found(m, f, &wanted, seed_file, index),
+        }
+    }
+
+    /// Plans a source that exists: nothing, a chown, a repair, or a refusal.
+    fn plan_found(
+        &mut self,
+        m: &mut ChrootMount,
+        found: Found,
+        wanted: &Wanted,
+        seed_file: Option<PathBuf>,
+        index: usize,
+    ) -> Decision {
+        match fit(wanted.want, found.node.kind) {
+            Fit::DirForFile => match is_empty_dir(&found) {
+                Ok(true) => {
+                    let reason = match &seed_file {
+                        None => {
+                            format!("an empty directory where {wanted}: replaced by an empty file")
+                        }
+                        Some(h) => format!(
+                            "an empty directory where {wanted}: replaced by a copy of the host's {}",
+                            h.display()
+                        ),
+                    };
+                    m.seed_from = seed_file;
+                    (Action::Repair, reason)
+                }
+                Ok(false) => refused(Refusal::NonEmptyDir {
+                    wanted: wanted.clone(),
+                }),
+                Err(r) => refused(r),
+            },
+            Fit::FileForDir => refused(Refusal::FileForDir {
+                wanted: wanted.clone(),
+            }),
+            Fit::Fits => {
+                let decision = plan_owner(m, &found.node);
+                self.checked.insert(index, found.node);
+                decision
+            }
+            Fit::Special(kind) => refused(Refusal::Special { kind }),
+        }
+    }
+
+    /// What the image has at `dest`, symlinks resolved inside the image; when it has
+    /// nothing, the host's `seed_from_host` file of the same path decides. Also returns that
+    /// host file when it is a file (a created file's content).
+    fn wanted(&self, dest: &Path, rel: &Path) -> (Wanted, Option<PathBuf>) {
+        // The chroot stands for the host: `<chroot>/etc/localtime` is the host's /etc/localtime.
+        let seed = self
+            .config
+            .seed_from_host
+            .iter()
+            .find(|h| h.strip_prefix("/").ok() == Some(rel));
+        let seed_meta = seed.and_then(|h| std::fs::metadata(h).ok());
+        let mut wanted = Wanted {
+            want: self.image_wants(dest),
+            destination: dest.to_path_buf(),
+            seed: None,
+        };
+        if let (Want::Any, Some(meta)) = (wanted.want, &seed_meta) {
+            wanted.want = if meta.is_dir() { Want::Dir } else { Want::File };
+            wanted.seed = seed.cloned();
+        }
+        let seed_file = seed.filter(|_| seed_meta.as_ref().is_some_and(|m| m.is_file()));
+        (wanted, seed_file.cloned())
+    }
+
+    fn image_wants(&self, dest: &Path) -> Want {
+        let rootfs = self
+            .rootfs
+            .as_ref()
+            .expect("rootfs opened with the owner, before any chroot mount");
+        let rel = dest.strip_prefix("/").unwrap_or(dest);
+        if let Some(node) = rootfs.lookup_plain(rel) {
+            return if node.kind == Kind::Dir {
+                Want::Dir
+            } else {
+                Want::File
+            };
+        }
+        match rootfs.lookup(dest) {
+            Ok(Lookup::Found(f)) if f.node.kind == Kind::Dir => Want::Dir,
+            Ok(Lookup::Found(_)) => Want::File,
+            Ok(Lookup::Missing(_)) => Want::Any,
+            Err(e) => {
+                // The runtime will report this itself when it mounts; no reason to guess.
+                tracing::debug!("destination {} in the image: {e:#}", dest.display());
+                Want::Any
+            }
+        }
+    }
+
     /// Whether the tenant could swap a directory on the way to the (resolved) source of
-    /// `plan`, i.e. whether the runtime must be handed a pinned copy rather than the path.
+    /// `m`, i.e. whether the runtime must be handed a pinned copy rather than the path.
     /// Only a directory that is not root's, or that others may write, can have its entries
     /// renamed by a tenant; if none lies between the chroot and the source, the path the
     /// tool checked is the path the runtime will resolve. Checked from the chroot down, so
     /// each step stands on directories no tenant can change.
-    pub fn could_be_swapped(&mut self, plan: &MountPlan) -> bool {
-        let (Some(chroot_path), Some(source)) = (&plan.chroot, &plan.source) else {
-            return true;
-        };
-        let rel = match &plan.resolved_source {
-            Some(r) => r.strip_prefix(chroot_path).map(Path::to_path_buf).ok(),
-            None => chroot::locate(&self.config.chroots, source)
-                .ok()
-                .flatten()
-                .map(|i| i.rel),
+    pub fn could_be_swapped(&mut self, m: &ChrootMount) -> bool {
+        let rel = match &m.resolved_source {
+            Some(r) => r.strip_prefix(&m.chroot).map(Path::to_path_buf).ok(),
+            None => Some(m.rel.clone()),
         };
         let Some(parent) = rel.as_deref().and_then(Path::parent) else {
             return true;
         };
-        // The chroot, then each directory below it; mounts share most of them.
-        let steps = std::iter::once(PathBuf::new()).chain(
-            parent
-                .ancestors()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .skip(1)
-                .map(Path::to_path_buf),
-        );
-        let chroot_path = chroot_path.clone();
         let Some(root) = self
-            .chroot(&chroot_path)
+            .open_root(&m.chroot, false)
             .ok()
             .and_then(|r| r.fd().try_clone_to_owned().ok())
         else {
             return true;
         };
-        // Each step opened from the one above (linear in the depth), unless already known.
+        // The chroot, then each directory below it; mounts share most of them.
+        let mut steps: Vec<PathBuf> = parent.ancestors().map(Path::to_path_buf).collect();
+        steps.reverse();
         let mut above: Option<OwnedFd> = None;
         for dir in steps {
-            let key = (chroot_path.clone(), dir);
-            let changeable = match self.changeable.get(&key) {
-                Some(c) => {
-                    above = None;
-                    *c
+            let key = (m.chroot.clone(), dir);
+            if let Some(&known) = self.changeable.get(&key) {
+                above = None;
+                if known {
+                    return true;
                 }
-                None => {
-                    let fd = match (&above, key.1.file_name()) {
-                        _ if key.1.as_os_str().is_empty() => root.try_clone().ok(),
-                        (Some(up), Some(name)) => open_nofollow(up, name, OFlag::O_DIRECTORY).ok(),
-                        _ => resolve::open_beneath(root.as_fd(), &key.1),
-                    };
-                    let c = match fd.as_ref().and_then(|fd| fstat(fd).ok()) {
-                        Some(st) => {
-                            st.st_uid != 0
-                                || st.st_mode & 0o022 != 0
-                                || st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits()
-                        }
-                        None => true,
-                    };
-                    above = fd;
-                    *self.changeable.entry(key).or_insert(c)
-                }
-            };
+                continue;
+            }
+            let fd = open_step(&root, above.as_ref(), &key.1);
+            let changeable = fd.as_ref().is_none_or(is_changeable);
+            above = fd;
+            self.changeable.insert(key, changeable);
             if changeable {
                 return true;
             }
         }
         false
     }
+}
 
-    pub(super) fn plan_in_chroot(&mut self, p: &mut MountPlan, inside: &chroot::InChroot) {
-        let mut want = self.wanted(&p.destination);
-        // The chroot stands for the host: `<chroot>/etc/localtime` is the host's /etc/localtime.
-        let seed = self
-            .config
-            .seed_from_host
-            .iter()
-            .find(|h| h.strip_prefix("/").ok() == Some(inside.rel.as_path()));
-        let seed_meta = seed.and_then(|h| std::fs::metadata(h).ok());
-        let mut seeded = None;
-        if want == Want::Any {
-            if let Some(m) = &seed_meta {
-                want = if m.is_dir() { Want::Dir } else { Want::File };
-                seeded = seed.map(PathBuf::as_path);
-            }
-        }
-        p.why_wanted = why_wanted(want, seeded, &p.destination.display().to_string());
-        let seed_file = seed
-            .filter(|_| seed_meta.as_ref().is_some_and(|m| m.is_file()))
-            .cloned();
-        p.wanted = Some(want);
-        let ownership = p.ownership.unwrap_or_default();
-        let mode = self.mode;
-        let owner = p.owner.expect("owner set for chroot mounts");
-        let dest = p.destination.display().to_string();
-        let source = p.source.clone().expect("bind mounts have a source");
-        let create_chroots = self.config.create_chroots;
-        let root = match self.chroot_state(&inside.chroot) {
-            Ok(Chroot::Open(r)) => r,
-            Ok(Chroot::Missing) if create_chroots => {
-                let first = inside
-                    .rel
-                    .iter()
-                    .next()
-                    .map(Path::new)
-                    .unwrap_or(&inside.rel);
-                let is_last = inside.rel.iter().count() == 1;
-                let c = &inside.chroot;
-                plan_missing(p, want, is_last, &c.join(first), &source, &dest, seed_file);
-                p.reason = format!(
-                    "the chroot {} does not exist yet: it is created (root:root, 0755); {}",
-                    c.display(),
-                    p.reason
-                );
-                return;
-            }
-            Ok(Chroot::Missing) => {
-                let c = inside.chroot.display();
-                return refuse(
-                    p,
-                    format!("chroot {c} does not exist (create_chroots = false)"),
-                );
-            }
-            Err(e) => return refuse(p, e),
-        };
-        // Already there, no symlink on the way: one openat2 tells all.
-        if let Some(node) = root.lookup_plain(&inside.rel) {
-            if fit(want, node.kind) == Fit::Fits {
-                plan_owner(p, &node, owner, ownership);
-                self.checked.insert(p.index, node);
-                return;
-            }
-        }
-        let lookup = match root.lookup(&inside.rel) {
-            Ok(l) => l,
-            Err(e) => return refuse(p, format!("{e:#}")),
-        };
-        match resolved_source(root, &lookup, &source, mode) {
-            Ok(resolved) => p.resolved_source = resolved,
-            Err(e) => return refuse(p, e),
-        }
-        let found = match lookup {
-            Lookup::Missing(m) => {
-                let first = root.host_path(&m.parent_rel.join(&m.name));
-                let whole = root.host_path(&m.whole());
-                plan_missing(p, want, m.is_last, &first, &whole, &dest, seed_file);
-                return;
-            }
-            Lookup::Found(f) => f,
-        };
-        self.plan_found(p, found, want, seed_file);
+/// Opens one directory of [`Preparer::could_be_swapped`]'s way down: from the one above when
+/// it is held (linear in the depth), else from the chroot in one `openat2`.
+fn open_step(root: &OwnedFd, above: Option<&OwnedFd>, dir: &Path) -> Option<OwnedFd> {
+    match (above, dir.file_name()) {
+        _ if dir.as_os_str().is_empty() => root.try_clone().ok(),
+        (Some(up), Some(name)) => open_nofollow(up, name, OFlag::O_DIRECTORY).ok(),
+        _ => resolve::open_beneath(root.as_fd(), dir),
     }
+}
 
-    /// Plans a source that exists: nothing, a chown, a repair, or a refusal.
-    fn plan_found(
-        &mut self,
-        p: &mut MountPlan,
-        found: Found,
-        want: Want,
-        seed_file: Option<PathBuf>,
-    ) {
-        let owner = p.owner.expect("owner set for chroot mounts");
-        let ownership = p.ownership.unwrap_or_default();
-        match fit(want, found.node.kind) {
-            Fit::DirForFile => match is_empty_dir(&found) {
-                Ok(true) => {
-                    p.action = Action::Repair;
-                    p.seed_from = seed_file;
-                    let why = &p.why_wanted;
-                    p.reason = match &p.seed_from {
-                        None => {
-                            format!("an empty directory where {why}: replaced by an empty file")
-                        }
-                        Some(h) => format!(
-                            "an empty directory where {why}: replaced by a copy of the host's {}",
-                            h.display()
-                        ),
-                    };
-                }
-                Ok(false) => {
-                    let why = p.why_wanted.clone();
-                    refuse(p, format!("is a non-empty directory, but {why}"))
-                }
-                Err(e) => refuse(p, format!("{e:#}")),
-            },
-            Fit::FileForDir => {
-                let why = p.why_wanted.clone();
-                refuse(p, format!("is a regular file, but {why}"))
-            }
-            Fit::Fits => {
-                plan_owner(p, &found.node, owner, ownership);
-                self.checked.insert(p.index, found.node);
-            }
-            Fit::Special(other) => {
-                refuse(p, format!("is a {other}, not a regular file or directory"))
-            }
-        }
-    }
+/// A directory someone but root could change: not root's, writable by others, or no
+/// directory at all.
+fn is_changeable(fd: &OwnedFd) -> bool {
+    fstat(fd).map_or(true, |st| {
+        st.st_uid != 0
+            || st.st_mode & 0o022 != 0
+            || st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits()
+    })
+}
+
+/// The chroot itself is missing (and `create_chroots` is on): everything is created.
+fn plan_new_chroot(m: &mut ChrootMount, wanted: &Wanted, seed_file: Option<PathBuf>) -> Decision {
+    let first = m.rel.iter().next().map(Path::new).unwrap_or(&m.rel);
+    let is_last = m.rel.iter().count() == 1;
+    let (first, whole) = (m.chroot.join(first), m.source.clone());
+    let (action, reason) = plan_missing(m, wanted, is_last, &first, &whole, seed_file);
+    let reason = format!(
+        "the chroot {} does not exist yet: it is created (root:root, 0755); {reason}",
+        m.chroot.display()
+    );
+    (action, reason)
 }
 
 /// Where a source that goes through a symlink lies inside its chroot (`None`: no symlink),
@@ -221,77 +298,65 @@ fn resolved_source(
     root: &Root,
     lookup: &Lookup,
     source: &Path,
-    mode: Mode,
-) -> Result<Option<PathBuf>, String> {
+    caller: Caller,
+) -> Result<Option<PathBuf>, Refusal> {
     let (via_symlink, rel) = match lookup {
         Lookup::Found(f) => (f.via_symlink, f.rel.clone()),
         Lookup::Missing(m) => (m.via_symlink, m.whole()),
     };
     if rel.as_os_str().is_empty() {
-        return Err("resolves to the chroot itself".into());
+        return Err(Refusal::ResolvesToChroot);
     }
     let resolved = root.host_path(&rel);
     if resolved.as_os_str().len() >= chroot::PATH_MAX {
-        return Err("resolves inside the chroot to a path longer than PATH_MAX".into());
+        return Err(Refusal::ResolvedTooLong);
     }
-    if via_symlink && resolved.to_str().is_none() {
-        // config.json is UTF-8: such a source could not be written back.
-        return Err(format!(
-            "resolves inside the chroot to {}, which is not UTF-8",
-            resolved.display()
-        ));
+    if !via_symlink {
+        return Ok(None);
     }
-    if via_symlink {
-        // The runtime mounted what the host resolves; unless that is the very inode
-        // found inside the chroot, refuse. The message says only what is inside the
-        // chroot: whether or where a host path exists is none of the caller's business.
-        let same = match lookup {
-            Lookup::Found(f) => host_is(source, &f.node),
-            Lookup::Missing(_) => false,
-        };
-        if mode == Mode::Hook && !same {
-            return Err(format!(
-                "goes through a symlink (inside the chroot: {}); an OCI hook cannot rewrite the mount: use the precreate hook or oci-volume-runtime",
-                resolved.display()
-            ));
-        }
-        return Ok(Some(resolved));
+    if resolved.to_str().is_none() {
+        return Err(Refusal::ResolvedNotUtf8 { resolved });
     }
-    Ok(None)
+    // The runtime mounted what the host resolves; unless that is the very inode found
+    // inside the chroot, refuse. The message says only what is inside the chroot: whether
+    // or where a host path exists is none of the caller's business.
+    let same = match lookup {
+        Lookup::Found(f) => host_is(source, &f.node),
+        Lookup::Missing(_) => false,
+    };
+    if caller == Caller::Hook && !same {
+        return Err(Refusal::HookCannotRewrite { resolved });
+    }
+    Ok(Some(resolved))
 }
 
 /// Plans the creation of a missing source: `first` is its first missing component, `whole`
 /// everything to create.
 fn plan_missing(
-    p: &mut MountPlan,
-    want: Want,
+    m: &mut ChrootMount,
+    wanted: &Wanted,
     is_last: bool,
     first: &Path,
     whole: &Path,
-    dest: &str,
     seed_file: Option<PathBuf>,
-) {
-    let image = if p.why_wanted.is_empty() {
-        why_wanted(want, None, dest)
-    } else {
-        p.why_wanted.clone()
-    };
-    p.action = what_for(want);
-    p.reason = if is_last {
-        format!("missing; {image}")
+) -> Decision {
+    let mut reason = if is_last {
+        format!("missing; {wanted}")
     } else {
         format!(
-            "missing from {} on: {} is created, parents as directories; {image}",
+            "missing from {} on: {} is created, parents as directories; {wanted}",
             first.display(),
             whole.display()
         )
     };
-    if p.action == Action::CreateFile {
-        p.seed_from = seed_file;
+    if wanted.want != Want::File {
+        return (Action::CreateDir, reason);
     }
-    if let Some(h) = &p.seed_from {
-        p.reason += &format!("; its content is copied from the host's {}", h.display());
+    m.seed_from = seed_file;
+    if let Some(h) = &m.seed_from {
+        reason += &format!("; its content is copied from the host's {}", h.display());
     }
+    (Action::CreateFile, reason)
 }
 
 /// Whether the host resolves `source` (following its symlinks, as the runtime did) to the
@@ -301,58 +366,42 @@ fn host_is(source: &Path, node: &Node) -> bool {
         .is_ok_and(|st| (st.st_dev, st.st_ino) == (node.stat.st_dev, node.stat.st_ino))
 }
 
-/// Where the wanted type comes from, as messages say it.
-fn why_wanted(want: Want, seed: Option<&Path>, dest: &str) -> String {
-    match (want, seed) {
-        (Want::Any, _) => format!("the image has nothing at {dest}, so a directory"),
-        (Want::File, None) => format!("the image has a file at {dest}"),
-        (Want::Dir, None) => format!("the image has a directory at {dest}"),
-        (Want::File, Some(h)) => format!(
-            "the image has nothing at {dest} and the host's {} (seed_from_host) is a file",
-            h.display()
-        ),
-        (Want::Dir, Some(h)) => format!(
-            "the image has nothing at {dest} and the host's {} (seed_from_host) is a directory",
-            h.display()
-        ),
-    }
-}
-
-/// Whether the owner must change; a hard-linked file is refused, since its other names may
-/// lie outside the chroot.
 /// Plans `nothing` or `chown` for a source of the right type.
-fn plan_owner(p: &mut MountPlan, node: &Node, owner: Owner, ownership: Ownership) {
-    let kind = node.kind;
-    if ownership == Ownership::None {
-        p.reason = format!("already a {kind}; ownership = none leaves its owner as is");
-        return;
+fn plan_owner(m: &ChrootMount, node: &Node) -> Decision {
+    let (kind, owner) = (node.kind, m.owner);
+    if m.ownership == Ownership::None {
+        let reason = format!("already a {kind}; ownership = none leaves its owner as is");
+        return (Action::Nothing, reason);
     }
     match chown_needed(node, owner) {
-        Ok(false) => p.reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid),
+        Ok(false) => {
+            let reason = format!("already a {kind} owned by {}:{}", owner.uid, owner.gid);
+            (Action::Nothing, reason)
+        }
         Ok(true) => {
-            p.action = Action::Chown;
-            p.reason = format!(
+            let mut reason = format!(
                 "a {kind} owned by {}:{}, wanted {}:{}",
                 node.stat.st_uid, node.stat.st_gid, owner.uid, owner.gid
             );
-            if ownership == Ownership::RecursiveOnMismatch && kind == Kind::Dir {
-                p.reason += "; everything below it too (recursive-on-mismatch)";
+            if m.ownership == Ownership::RecursiveOnMismatch && kind == Kind::Dir {
+                reason += "; everything below it too (recursive-on-mismatch)";
             }
+            (Action::Chown, reason)
         }
-        Err(e) => refuse(p, format!("{e:#}")),
+        Err(r) => refused(r),
     }
 }
 
-fn is_empty_dir(f: &Found) -> Result<bool> {
+fn is_empty_dir(f: &Found) -> Result<bool, Refusal> {
+    let io = |errno| Refusal::Io {
+        what: "reading directory",
+        errno,
+    };
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut dir = nix::dir::Dir::openat(&f.node.fd, ".", flags, Perm::empty())
-        .context("reading directory")?;
+    let mut dir = nix::dir::Dir::openat(&f.node.fd, ".", flags, Mode::empty()).map_err(io)?;
     for entry in dir.iter() {
-        let name = entry
-            .context("reading directory")?
-            .file_name()
-            .to_bytes()
-            .to_vec();
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
             return Ok(false);
         }

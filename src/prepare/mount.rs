@@ -1,0 +1,258 @@
+//! The plan of one mount: what it is (not a bind, a host path, a source in a chroot, each
+//! variant carrying exactly its data), what the tool does about it, and why.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
+
+use crate::config::Ownership;
+use crate::refusal::{Refusal, shorten};
+
+/// What the container needs at a mount's destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Want {
+    File,
+    Dir,
+    /// The image has nothing there: an existing source of either type will do, a missing
+    /// one becomes a directory, as the engines do.
+    Any,
+}
+
+/// The wanted type and where it comes from: the image, or the host's `seed_from_host` file
+/// when the image has nothing at the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub want: Want,
+    pub destination: PathBuf,
+    /// The host file that decided the type (`seed_from_host`).
+    pub seed: Option<PathBuf>,
+}
+
+impl fmt::Display for Wanted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dest = self.destination.display();
+        match (self.want, &self.seed) {
+            (Want::Any, _) => write!(f, "the image has nothing at {dest}, so a directory"),
+            (Want::File, None) => write!(f, "the image has a file at {dest}"),
+            (Want::Dir, None) => write!(f, "the image has a directory at {dest}"),
+            (want, Some(h)) => write!(
+                f,
+                "the image has nothing at {dest} and the host's {} (seed_from_host) is a {}",
+                h.display(),
+                if want == Want::File {
+                    "file"
+                } else {
+                    "directory"
+                }
+            ),
+        }
+    }
+}
+
+/// What the tool does about a mount; a refusal says why, typed.
+#[derive(Debug, Clone)]
+pub enum Action {
+    Nothing,
+    Chown,
+    CreateFile,
+    CreateDir,
+    /// Replace an empty directory by an empty file (or a copy of the seed file).
+    Repair,
+    Refuse(Refusal),
+}
+
+impl Action {
+    /// The action's name in `plan` and its JSON (`create-file`...).
+    pub fn word(&self) -> &'static str {
+        match self {
+            Action::Nothing => "nothing",
+            Action::Chown => "chown",
+            Action::CreateFile => "create-file",
+            Action::CreateDir => "create-dir",
+            Action::Repair => "repair",
+            Action::Refuse(_) => "refuse",
+        }
+    }
+
+    pub fn is_nothing(&self) -> bool {
+        matches!(self, Action::Nothing)
+    }
+
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            Action::Refuse(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Host uid and gid a source is given to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What a mount is, as far as the tool is concerned.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Not a bind mount (`type` as config.json gives it, possibly empty).
+    NotBind { kind: String },
+    /// A bind source the tool leaves to the platform (in no chroot, a chroot itself,
+    /// disabled by annotation) or refuses before it reaches a chroot (`..`, a chroot base).
+    Host { source: PathBuf },
+    /// A source in a tenant's chroot.
+    Chroot(Box<ChrootMount>),
+}
+
+/// A source in a chroot, as planning found it.
+#[derive(Debug, Clone)]
+pub struct ChrootMount {
+    pub source: PathBuf,
+    /// The tenant's chroot, e.g. `/containerdata/user-toto`.
+    pub chroot: PathBuf,
+    /// The source below the chroot as written (`etc/localtime`): never empty, no `..`.
+    pub rel: PathBuf,
+    pub owner: Owner,
+    /// How far ownership is changed for this container.
+    pub ownership: Ownership,
+    /// The type wanted and why; `None` only for a destination refused before the image
+    /// was read (longer than PATH_MAX).
+    pub wanted: Option<Wanted>,
+    /// The host file whose content a created (or repaired) file receives (`seed_from_host`).
+    pub seed_from: Option<PathBuf>,
+    /// The source resolved inside its chroot, when a symlink was followed on the way.
+    pub resolved_source: Option<PathBuf>,
+}
+
+/// One mount of the container, what it needs and what the tool does about it.
+#[derive(Debug, Clone)]
+pub struct MountPlan {
+    /// Position in config.json's mounts.
+    pub index: usize,
+    pub destination: PathBuf,
+    pub target: Target,
+    pub action: Action,
+    /// Why, as `plan` and the logs say it (a refusal's own text for a refusal).
+    pub reason: String,
+}
+
+impl MountPlan {
+    /// A plan whose action and reason are decided; a refusal brings its own text.
+    pub fn new(index: usize, destination: PathBuf, target: Target, action: Action) -> MountPlan {
+        let reason = action
+            .refusal()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        MountPlan {
+            index,
+            destination,
+            target,
+            action,
+            reason,
+        }
+    }
+
+    pub fn source(&self) -> Option<&Path> {
+        match &self.target {
+            Target::NotBind { .. } => None,
+            Target::Host { source } => Some(source),
+            Target::Chroot(m) => Some(&m.source),
+        }
+    }
+
+    pub fn in_chroot(&self) -> Option<&ChrootMount> {
+        match &self.target {
+            Target::Chroot(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// "mount /dst (source /src)", how every message names a mount.
+    pub fn name(&self) -> String {
+        name(&self.destination, self.source())
+    }
+
+    /// The mount's one line in `plan`.
+    pub fn describe(&self) -> String {
+        let mut line = format!("{:<12} {}", self.action.word(), self.destination.display());
+        if let Some(s) = self.source() {
+            line += &format!(" <- {}", s.display());
+        }
+        let Some(m) = self.in_chroot() else {
+            return line + ": " + &self.reason;
+        };
+        if let Some(r) = &m.resolved_source {
+            line += &format!(" (resolved: {})", r.display());
+        }
+        let mut facts = vec![format!("chroot {}", m.chroot.display())];
+        if let Some(w) = &m.wanted {
+            facts.push(format!("image wants {}", w.want.word()));
+        }
+        facts.push(format!("owner {}:{}", m.owner.uid, m.owner.gid));
+        facts.push(format!("ownership {}", m.ownership.word()));
+        format!("{line} [{}]: {}", facts.join(", "), self.reason)
+    }
+}
+
+/// "mount /dst (source /src)", how every message names a mount.
+pub fn name(destination: &Path, source: Option<&Path>) -> String {
+    match source {
+        Some(s) => format!("mount {} (source {})", shorten(destination), shorten(s)),
+        None => format!("mount {}", shorten(destination)),
+    }
+}
+
+impl Want {
+    pub fn word(self) -> &'static str {
+        match self {
+            Want::File => "file",
+            Want::Dir => "dir",
+            Want::Any => "any",
+        }
+    }
+}
+
+/// `plan --json` version 1, field for field (README documents it; it must not change).
+#[derive(Serialize)]
+struct Wire<'a> {
+    index: usize,
+    destination: &'a Path,
+    source: Option<&'a Path>,
+    chroot: Option<&'a Path>,
+    wanted: Option<Want>,
+    action: &'static str,
+    reason: &'a str,
+    owner: Option<Owner>,
+    ownership: Option<Ownership>,
+    seed_from: Option<&'a Path>,
+    resolved_source: Option<&'a Path>,
+}
+
+impl Serialize for MountPlan {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let m = self.in_chroot();
+        Wire {
+            index: self.index,
+            destination: &self.destination,
+            source: self.source(),
+            chroot: m.map(|m| m.chroot.as_path()),
+            wanted: m.and_then(|m| m.wanted.as_ref()).map(|w| w.want),
+            action: self.action.word(),
+            reason: &self.reason,
+            owner: m.map(|m| m.owner),
+            ownership: m.map(|m| m.ownership),
+            seed_from: m.and_then(|m| m.seed_from.as_deref()),
+            resolved_source: m.and_then(|m| m.resolved_source.as_deref()),
+        }
+        .serialize(s)
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}

@@ -1,0 +1,364 @@
+//! Planning tables, without root: a temp dir stands for the host's `/` (the `Host` seam), so
+//! every `cargo test` plans each case against a real tree and matches the typed outcome.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::refusal::Refused;
+
+/// A fake host: `<host>/containerdata/<tenant>` chroots, an image at `<host>/image`.
+struct Fake {
+    dir: tempfile::TempDir,
+}
+
+impl Fake {
+    fn new() -> Fake {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let h = Fake { dir };
+        for d in [
+            "containerdata/t1/etc",
+            "image/etc",
+            "image/data",
+            "image/usr/share",
+        ] {
+            std::fs::create_dir_all(h.at(d)).unwrap();
+        }
+        std::fs::write(h.at("image/usr/share/UTC"), "tz").unwrap();
+        symlink("/usr/share/UTC", h.at("image/etc/localtime")).unwrap();
+        std::fs::write(h.at("image/etc/hostname"), "h").unwrap();
+        h
+    }
+
+    /// A path below the fake `/`.
+    fn at(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn config(&self, extra: &str) -> Config {
+        Config::parse(&format!("chroots = [\"/containerdata/*\"]\n{extra}")).unwrap()
+    }
+
+    /// config.json with these `(destination, source)` binds (sources as the host sees them,
+    /// i.e. `/containerdata/...`), container root mapped to 100000.
+    fn doc(&self, binds: &[(&str, &str)], annotations: Value) -> Value {
+        let mounts: Vec<Value> = binds
+            .iter()
+            .map(|(d, s)| json!({"destination": d, "source": s, "type": "bind", "options": ["rbind"]}))
+            .collect();
+        json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": self.at("image")},
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
+            "annotations": annotations,
+            "mounts": mounts,
+            "linux": {
+                "uidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}],
+                "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]
+            }
+        })
+    }
+
+    fn plan_with(&self, config: &Config, doc: &Value, caller: Caller) -> Vec<MountPlan> {
+        let view = View::of(doc, Path::new("/")).unwrap();
+        let host = crate::resolve::Host::fake(self.dir.path());
+        Preparer::new(config, &view, caller)
+            .with_host(host)
+            .plan()
+            .unwrap()
+    }
+
+    /// The plan of one mount `destination <- source`, as the runtime wrapper sees it.
+    fn plan_one(&self, destination: &str, source: &str) -> MountPlan {
+        let doc = self.doc(&[(destination, source)], json!({}));
+        self.plan_with(&self.config(""), &doc, Caller::Rewrite)
+            .remove(0)
+    }
+
+    fn tree(&self) -> Vec<(PathBuf, u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let mut v = Vec::new();
+        let mut stack = vec![self.at("containerdata")];
+        while let Some(p) = stack.pop() {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            v.push((p.clone(), m.mode(), m.uid()));
+            if m.is_dir() {
+                stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+            }
+        }
+        v.sort();
+        v
+    }
+}
+
+fn chroot_mount(p: &MountPlan) -> &ChrootMount {
+    p.in_chroot()
+        .unwrap_or_else(|| panic!("not in a chroot: {p:?}"))
+}
+
+#[test]
+fn sources_get_the_type_the_image_has() {
+    let h = Fake::new();
+    std::fs::create_dir(h.at("containerdata/t1/empty")).unwrap();
+    std::fs::create_dir_all(h.at("containerdata/t1/full/x")).unwrap();
+    std::fs::write(h.at("containerdata/t1/afile"), "").unwrap();
+    nix::unistd::mkfifo(
+        &h.at("containerdata/t1/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    let before = h.tree();
+    // (destination, source in t1, expected action word, wanted)
+    let table = [
+        ("/etc/localtime", "etc/localtime", "create-file", Want::File),
+        ("/etc/hostname", "a/b/hostname", "create-file", Want::File),
+        ("/data", "newdir", "create-dir", Want::Dir),
+        ("/nothing/in/image", "anything", "create-dir", Want::Any),
+        ("/etc/hostname", "empty", "repair", Want::File),
+        ("/data", "afile", "refuse", Want::Dir),
+        ("/etc/hostname", "full", "refuse", Want::File),
+        ("/data", "fifo", "refuse", Want::Dir),
+    ];
+    for (dest, rel, action, want) in table {
+        let p = h.plan_one(dest, &format!("/containerdata/t1/{rel}"));
+        assert_eq!(p.action.word(), action, "{dest} <- {rel}: {}", p.reason);
+        let m = chroot_mount(&p);
+        assert_eq!(m.wanted.as_ref().map(|w| w.want), Some(want), "{rel}");
+        assert_eq!(m.chroot, Path::new("/containerdata/t1"));
+        assert_eq!(m.rel, Path::new(rel));
+        assert_eq!(
+            m.owner,
+            Owner {
+                uid: 100000,
+                gid: 100000
+            }
+        );
+    }
+    assert_eq!(before, h.tree(), "planning changed the tree");
+}
+
+#[test]
+fn refusals_are_typed() {
+    let h = Fake::new();
+    std::fs::create_dir_all(h.at("containerdata/t1/full/x")).unwrap();
+    std::fs::write(h.at("containerdata/t1/afile"), "").unwrap();
+    std::fs::write(h.at("containerdata/t1/linked"), "").unwrap();
+    std::fs::hard_link(
+        h.at("containerdata/t1/linked"),
+        h.at("containerdata/t1/link2"),
+    )
+    .unwrap();
+    symlink("loop2", h.at("containerdata/t1/loop1")).unwrap();
+    symlink("loop1", h.at("containerdata/t1/loop2")).unwrap();
+    let refusal = |dest: &str, src: &str| h.plan_one(dest, src).action.refusal().cloned();
+    assert!(matches!(
+        refusal("/data", "/containerdata/t1/afile"),
+        Some(Refusal::FileForDir { wanted }) if wanted.want == Want::Dir
+    ));
+    assert!(matches!(
+        refusal("/etc/hostname", "/containerdata/t1/full"),
+        Some(Refusal::NonEmptyDir { .. })
+    ));
+    assert!(matches!(
+        refusal("/etc/hostname", "/containerdata/t1/linked"),
+        Some(Refusal::HardLinked { links: 2 })
+    ));
+    assert!(matches!(
+        refusal("/data", "/containerdata/t1/loop1/x"),
+        Some(Refusal::Resolve(_))
+    ));
+    assert!(matches!(
+        refusal("/data", "/containerdata/t1/.."),
+        Some(Refusal::DotDot { .. })
+    ));
+    assert!(matches!(
+        refusal("/data", "/containerdata"),
+        Some(Refusal::AncestorOfChroots { .. })
+    ));
+    let long = format!("/{}", "d".repeat(chroot::PATH_MAX));
+    let p = h.plan_one(&long, "/containerdata/t1/x");
+    assert!(matches!(
+        p.action,
+        Action::Refuse(Refusal::DestinationTooLong)
+    ));
+    assert!(chroot_mount(&p).wanted.is_none(), "the image is not read");
+}
+
+#[test]
+fn what_the_tool_leaves_alone_says_why() {
+    let h = Fake::new();
+    let doc = h.doc(
+        &[("/a", "/var/tmp"), ("/b", "/containerdata/t1")],
+        json!({}),
+    );
+    let mut doc = doc;
+    doc["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/proc", "type": "proc", "source": "proc"}));
+    let plans = h.plan_with(&h.config(""), &doc, Caller::Rewrite);
+    assert!(matches!(&plans[0].target, Target::Host { source } if source == Path::new("/var/tmp")));
+    assert_eq!(plans[0].reason, "source is in no chroot");
+    assert!(matches!(plans[1].target, Target::Host { .. }));
+    assert_eq!(plans[1].reason, "source is a chroot itself");
+    assert!(matches!(&plans[2].target, Target::NotBind { kind } if kind == "proc"));
+    assert!(plans.iter().all(|p| p.action.is_nothing()));
+    let disabled = h.doc(
+        &[("/c", "/containerdata/t1/x")],
+        json!({"io.oci-volume-hook.enabled": "false"}),
+    );
+    let p = h
+        .plan_with(&h.config(""), &disabled, Caller::Rewrite)
+        .remove(0);
+    assert!(p.action.is_nothing() && p.in_chroot().is_none(), "{p:?}");
+}
+
+#[test]
+fn symlinks_resolve_inside_the_chroot() {
+    let h = Fake::new();
+    std::fs::create_dir_all(h.at("containerdata/t1/releases/v1")).unwrap();
+    symlink("/releases/v1", h.at("containerdata/t1/current")).unwrap();
+    symlink("../../../../../etc", h.at("containerdata/t1/escape")).unwrap();
+    let p = h.plan_one("/data", "/containerdata/t1/current/app");
+    assert_eq!(p.action.word(), "create-dir");
+    assert_eq!(
+        chroot_mount(&p).resolved_source.as_deref(),
+        Some(Path::new("/containerdata/t1/releases/v1/app"))
+    );
+    // `..` never climbs out: the host's /etc is the chroot's etc.
+    let p = h.plan_one("/data", "/containerdata/t1/escape/x");
+    assert_eq!(
+        chroot_mount(&p).resolved_source.as_deref(),
+        Some(Path::new("/containerdata/t1/etc/x"))
+    );
+    // An OCI hook cannot rewrite config.json: refused there.
+    let doc = h.doc(&[("/data", "/containerdata/t1/current/app")], json!({}));
+    let p = h.plan_with(&h.config(""), &doc, Caller::Hook).remove(0);
+    assert!(matches!(
+        p.action,
+        Action::Refuse(Refusal::HookCannotRewrite { .. })
+    ));
+}
+
+#[test]
+fn ownership_settings_decide_the_owner_action() {
+    let h = Fake::new();
+    std::fs::create_dir(h.at("containerdata/t1/data")).unwrap();
+    let p = h.plan_one("/data", "/containerdata/t1/data");
+    assert_eq!(
+        p.action.word(),
+        "chown",
+        "owned by the test's user, wanted 100000"
+    );
+    let doc = h.doc(
+        &[("/data", "/containerdata/t1/data")],
+        json!({"io.oci-volume-hook.ownership": "none"}),
+    );
+    let p = h.plan_with(&h.config(""), &doc, Caller::Rewrite).remove(0);
+    assert!(p.action.is_nothing());
+    assert!(p.reason.contains("ownership = none"), "{}", p.reason);
+}
+
+#[test]
+fn a_missing_chroot_is_created_or_refused_as_configured() {
+    let h = Fake::new();
+    let doc = h.doc(
+        &[
+            ("/data", "/containerdata/t9/data"),
+            ("/d2", "/containerdata/t9/d2"),
+        ],
+        json!({}),
+    );
+    let plans = h.plan_with(&h.config(""), &doc, Caller::Rewrite);
+    assert_eq!(plans[0].action.word(), "create-dir");
+    assert!(
+        plans[0].reason.contains("does not exist yet"),
+        "{}",
+        plans[0].reason
+    );
+    assert!(
+        !h.at("containerdata/t9").exists(),
+        "planning created the chroot"
+    );
+    let strict = h.config("create_chroots = false");
+    let plans = h.plan_with(&strict, &doc, Caller::Rewrite);
+    assert!(
+        plans
+            .iter()
+            .all(|p| matches!(p.action, Action::Refuse(Refusal::ChrootMissing { .. })))
+    );
+    let refused = report::refusal(&plans).expect("refused");
+    assert!(
+        refused.line.ends_with("(and 1 other mounts in it)"),
+        "{}",
+        refused.line
+    );
+    assert_eq!(refused.index, 0);
+}
+
+#[test]
+fn a_chroot_others_could_swap_is_refused_with_every_mount_in_it() {
+    let h = Fake::new();
+    std::fs::set_permissions(
+        h.at("containerdata"),
+        std::fs::Permissions::from_mode(0o777),
+    )
+    .unwrap();
+    let doc = h.doc(
+        &[("/a", "/containerdata/t1/a"), ("/b", "/containerdata/t1/b")],
+        json!({}),
+    );
+    let view = View::of(&doc, Path::new("/")).unwrap();
+    let config = h.config("");
+    let host = crate::resolve::Host::fake(h.dir.path());
+    let err = Preparer::new(&config, &view, Caller::Rewrite)
+        .with_host(host)
+        .prepare()
+        .err()
+        .expect("refused");
+    let refused = err.downcast_ref::<Refused>().expect("a typed refusal");
+    assert!(matches!(refused.refusal, Refusal::Chroot(_)), "{refused:?}");
+    assert!(
+        refused
+            .line
+            .contains("is not root's or is writable by others")
+            && refused.line.ends_with("(and 1 other mounts in it)"),
+        "{}",
+        refused.line
+    );
+}
+
+#[test]
+fn plan_json_is_version_1_field_for_field() {
+    let h = Fake::new();
+    let p = h.plan_one("/etc/localtime", "/containerdata/t1/etc/localtime");
+    let v = serde_json::to_value(&p).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "index",
+            "destination",
+            "source",
+            "chroot",
+            "wanted",
+            "action",
+            "reason",
+            "owner",
+            "ownership",
+            "seed_from",
+            "resolved_source"
+        ]
+    );
+    assert_eq!(v["action"], "create-file");
+    assert_eq!(v["wanted"], "file");
+    assert_eq!(v["owner"], json!({"uid": 100000, "gid": 100000}));
+    assert_eq!(v["ownership"], "top");
+    assert_eq!(
+        v["reason"],
+        "missing; the image has a file at /etc/localtime"
+    );
+}

@@ -1,0 +1,137 @@
+//! Why a mount is refused: one typed reason per case, whose text is what `plan`, the log and
+//! the engine's error show. Callers and tests match the variant, never the words.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::errno::Errno;
+
+use crate::chroot::{MAX_COMPONENTS, PATH_MAX};
+use crate::prepare::Wanted;
+use crate::resolve::Kind;
+
+/// Why one mount cannot be prepared. The container is refused before anything changes.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refusal {
+    // Where the source lies (`chroot::place`).
+    #[error("the source is {len} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})")]
+    SourceTooLong { len: usize },
+    #[error("path contains a NUL byte")]
+    NulByte,
+    /// `..` once the path reached a chroot, or landing in one: the host would resolve it
+    /// through the tenant's symlinks (`<chroot>/..` is every tenant's base).
+    #[error("path {} contains `..`", .path.display())]
+    DotDot { path: PathBuf },
+    #[error("the source has {below} components below its chroot, more than {MAX_COMPONENTS}")]
+    TooDeep { below: usize },
+    #[error(
+        "is an ancestor of the chroots {pattern}: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
+    )]
+    AncestorOfChroots { pattern: String },
+    #[error(
+        "lies beside the chroots {pattern}, in no chroot: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
+    )]
+    BesideChroots { pattern: String },
+    #[error("the destination is longer than PATH_MAX")]
+    DestinationTooLong,
+
+    // The chroot.
+    #[error("chroot {} does not exist (create_chroots = false)", .chroot.display())]
+    ChrootMissing { chroot: PathBuf },
+    /// The chroot cannot be trusted or opened (a swappable ancestor, a symlink...).
+    #[error("chroot {0}")]
+    Chroot(Cause),
+
+    // The source inside its chroot.
+    /// Resolving the source inside the chroot failed (a symlink loop, a file on the way...).
+    #[error("{0}")]
+    Resolve(Cause),
+    #[error("resolves to the chroot itself")]
+    ResolvesToChroot,
+    #[error("resolves inside the chroot to a path longer than PATH_MAX")]
+    ResolvedTooLong,
+    /// config.json is UTF-8: such a source could not be written back.
+    #[error("resolves inside the chroot to {}, which is not UTF-8", .resolved.display())]
+    ResolvedNotUtf8 { resolved: PathBuf },
+    #[error(
+        "goes through a symlink (inside the chroot: {}); an OCI hook cannot rewrite the mount: use the precreate hook or oci-volume-runtime",
+        .resolved.display()
+    )]
+    HookCannotRewrite { resolved: PathBuf },
+
+    // What is found against what is wanted (`prepare::fit`).
+    #[error("is a non-empty directory, but {wanted}")]
+    NonEmptyDir { wanted: Wanted },
+    #[error("is a regular file, but {wanted}")]
+    FileForDir { wanted: Wanted },
+    #[error("is a {kind}, not a regular file or directory")]
+    Special { kind: Kind },
+    /// Its other names may lie outside the chroot: its owner is never changed.
+    #[error(
+        "is a file with {links} hard links; its owner is not changed, as another link may lie outside the chroot"
+    )]
+    HardLinked { links: u64 },
+    #[error("{what}: {errno}")]
+    Io { what: &'static str, errno: Errno },
+}
+
+impl Refusal {
+    /// Whether the refusal is the chroot's, shared by every mount in it (logged once).
+    pub fn is_the_chroots(&self) -> bool {
+        matches!(self, Refusal::Chroot(_) | Refusal::ChrootMissing { .. })
+    }
+}
+
+/// A lower-level error behind a refusal, shared by every mount it concerns (one chroot may
+/// hold many mounts), shown with its causes as `anyhow` shows a chain.
+#[derive(Clone)]
+pub struct Cause(Arc<anyhow::Error>);
+
+impl Cause {
+    pub fn new(e: impl Into<anyhow::Error>) -> Cause {
+        Cause(Arc::new(e.into()))
+    }
+
+    /// The error itself, to match on its kind (`downcast_ref`).
+    pub fn error(&self) -> &anyhow::Error {
+        &self.0
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl fmt::Debug for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+/// The error that refuses a whole container: the first refused mount's line (others are
+/// logged), and that mount's typed reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{line}")]
+pub struct Refused {
+    pub line: String,
+    /// The refused mount's position in config.json's mounts.
+    pub index: usize,
+    pub refusal: Refusal,
+}
+
+/// A path as a message shows it: whole up to PATH_MAX, else its start and its length (a
+/// refused 30 MB source must not make a 30 MB log line).
+pub fn shorten(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.len() <= PATH_MAX {
+        return text;
+    }
+    let mut end = 256;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &text[..end], text.len())
+}

@@ -67,7 +67,7 @@ pub fn chroots(config: &Config, r: &mut Report) {
         // open_chroot checks the way to the base; the base itself, as the parent of every
         // chroot, must be just as safe (a tenant could swap its chroot for a symlink).
         let opened = Root::open_chroot(&base)
-            .map_err(anyhow::Error::from)
+            .map_err(Into::into)
             .and_then(|root| {
                 let st = nix::sys::stat::fstat(root.fd())?;
                 if st.st_uid != 0 || st.st_mode & 0o022 != 0 {

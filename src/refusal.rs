@@ -33,8 +33,6 @@ pub enum Refusal {
         "lies beside the chroots {pattern}, in no chroot: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
     )]
     BesideChroots { pattern: String },
-    #[error("the destination is longer than PATH_MAX")]
-    DestinationTooLong,
 
     // The chroot.
     #[error("chroot {} does not exist (create_chroots = false)", .chroot.display())]

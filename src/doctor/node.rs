@@ -66,7 +66,8 @@ pub fn chroots(config: &Config, r: &mut Report) {
         let base = p.base();
         // open_chroot checks the way to the base; the base itself, as the parent of every
         // chroot, must be just as safe (a tenant could swap its chroot for a symlink).
-        let opened = Root::open_chroot(&base).and_then(|root| {
+        let opened = Root::open_chroot(&base).map_err(anyhow::Error::from);
+        let opened = opened.and_then(|root| {
             let st = nix::sys::stat::fstat(root.fd())?;
             if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
                 anyhow::bail!("{} is not root's or is writable by others", base.display());

@@ -23,10 +23,7 @@ impl Preparer<'_> {
     /// rewritten. One walk creates what is missing, each component from its parent's
     /// descriptor; only a repair (rmdir, then create) walks again.
     pub(super) fn apply(&mut self, m: &ChrootMount) -> Result<(Option<PathBuf>, Node)> {
-        let wanted = m
-            .wanted
-            .as_ref()
-            .ok_or_else(|| anyhow!("refused: nothing to apply"))?;
+        let wanted = &m.wanted;
         let (want, owner, ownership) = (wanted.want, m.owner, m.ownership);
         let create_chroots = self.config.create_chroots;
         let root = self.open_root(&m.chroot, create_chroots)?;

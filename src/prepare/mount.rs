@@ -118,9 +118,8 @@ pub struct ChrootMount {
     pub owner: Owner,
     /// How far ownership is changed for this container.
     pub ownership: Ownership,
-    /// The type wanted and why; `None` only for a destination refused before the image
-    /// was read (longer than PATH_MAX).
-    pub wanted: Option<Wanted>,
+    /// The type wanted and why.
+    pub wanted: Wanted,
     /// The host file whose content a created (or repaired) file receives (`seed_from_host`).
     pub seed_from: Option<PathBuf>,
     /// The source resolved inside its chroot, when a symlink was followed on the way.
@@ -188,9 +187,7 @@ impl MountPlan {
             line += &format!(" (resolved: {})", r.display());
         }
         let mut facts = vec![format!("chroot {}", m.chroot.display())];
-        if let Some(w) = &m.wanted {
-            facts.push(format!("image wants {}", w.want.word()));
-        }
+        facts.push(format!("image wants {}", m.wanted.want.word()));
         facts.push(format!("owner {}:{}", m.owner.uid, m.owner.gid));
         facts.push(format!("ownership {}", m.ownership.word()));
         format!("{line} [{}]: {}", facts.join(", "), self.reason)
@@ -239,7 +236,7 @@ impl Serialize for MountPlan {
             destination: &self.destination,
             source: self.source(),
             chroot: m.map(|m| m.chroot.as_path()),
-            wanted: m.and_then(|m| m.wanted.as_ref()).map(|w| w.want),
+            wanted: m.map(|m| m.wanted.want),
             action: self.action.word(),
             reason: &self.reason,
             owner: m.map(|m| m.owner),

@@ -61,21 +61,19 @@ impl Preparer<'_> {
         let owner = self
             .container_owner(settings.owner)
             .with_context(|| mount::name(&b.destination, Some(&b.source)))?;
+        let (wanted, seed_file) = self.wanted(&b.destination, &inside.rel);
         let mut m = ChrootMount {
             source: b.source.clone(),
             chroot: inside.chroot,
             rel: inside.rel,
             owner,
             ownership: settings.ownership,
-            wanted: None,
+            wanted,
             seed_from: None,
             resolved_source: None,
         };
-        let (action, reason) = if b.destination.as_os_str().len() >= chroot::PATH_MAX {
-            refused(Refusal::DestinationTooLong)
-        } else {
-            self.plan_in_chroot(&mut m, &b.destination, b.index)
-        };
+        // (config.json's destinations are shorter than PATH_MAX: `spec::View` refuses others.)
+        let (action, reason) = self.plan_in_chroot(&mut m, seed_file, b.index);
         let target = Target::Chroot(Box::new(m));
         let mut p = MountPlan::new(b.index, b.destination.clone(), target, action);
         if !reason.is_empty() {
@@ -84,9 +82,13 @@ impl Preparer<'_> {
         Ok(p)
     }
 
-    fn plan_in_chroot(&mut self, m: &mut ChrootMount, dest: &Path, index: usize) -> Decision {
-        let (wanted, seed_file) = self.wanted(dest, &m.rel);
-        m.wanted = Some(wanted.clone());
+    fn plan_in_chroot(
+        &mut self,
+        m: &mut ChrootMount,
+        seed_file: Option<PathBuf>,
+        index: usize,
+    ) -> Decision {
+        let wanted = m.wanted.clone();
         let (create, caller) = (self.config.create_chroots, self.caller);
         let root = match self.chroot_state(&m.chroot, false) {
             Ok(Chroot::Open(r)) => r,

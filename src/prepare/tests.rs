@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::refusal::Refused;
+use crate::resolve;
 
 /// A fake host: `<host>/containerdata/<tenant>` chroots, an image at `<host>/image`.
 struct Fake {
@@ -166,9 +167,12 @@ fn refusals_are_typed() {
         refusal("/etc/hostname", "/containerdata/t1/linked"),
         Some(Refusal::HardLinked { links: 2 })
     ));
+    let Some(Refusal::Resolve(cause)) = refusal("/data", "/containerdata/t1/loop1/x") else {
+        panic!("a symlink loop is a resolution refusal");
+    };
     assert!(matches!(
-        refusal("/data", "/containerdata/t1/loop1/x"),
-        Some(Refusal::Resolve(_))
+        cause.error().downcast_ref::<resolve::Error>(),
+        Some(resolve::Error::TooManyLinks { .. })
     ));
     assert!(matches!(
         refusal("/data", "/containerdata/t1/.."),
@@ -321,7 +325,13 @@ fn a_chroot_others_could_swap_is_refused_with_every_mount_in_it() {
         .err()
         .expect("refused");
     let refused = err.downcast_ref::<Refused>().expect("a typed refusal");
-    assert!(matches!(refused.refusal, Refusal::Chroot(_)), "{refused:?}");
+    let Refusal::Chroot(cause) = &refused.refusal else {
+        panic!("{refused:?}");
+    };
+    assert!(matches!(
+        cause.error().downcast_ref::<resolve::Error>(),
+        Some(resolve::Error::Untrusted { dir, .. }) if dir == Path::new("/containerdata")
+    ));
     assert!(
         refused
             .line

@@ -8,9 +8,9 @@
 //! (pathrs offers the same guarantees for whole paths, but a walk that stops at the first
 //! missing component and reports where it stopped is what creation needs.)
 //!
-//! - [`walk`]: the component-by-component walk ([`Root::walk`], [`Root::lookup`]);
-//! - [`trust`]: opening a tenant chroot from the host's `/`, with its trust checks;
-//! - [`error`]: what goes wrong, naming the path.
+//! Files: `walk.rs`, the component-by-component walk ([`Root::walk`], [`Root::lookup`]);
+//! `trust.rs`, opening a tenant chroot from the host's `/` with its trust checks
+//! ([`Root::chroot`], [`Host`]); `error.rs`, what goes wrong ([`Error`]), naming the path.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;

@@ -127,95 +127,94 @@ fn root_that_is_a_symlink_is_refused() {
     assert_eq!(e.to_string(), format!("{} is not a directory", at("f")));
 }
 
+/// `e` prints `text`, alone and through anyhow with `{:#}` (as refusals are printed).
+fn reads(e: Error, text: &str) {
+    assert_eq!(e.to_string(), text);
+    assert_eq!(format!("{:#}", anyhow::Error::from(e)), text);
+}
+
+fn at() -> PathBuf {
+    PathBuf::from("/c/t/a")
+}
+
 #[test]
-fn messages_are_the_texts_users_grep() {
-    let p = || PathBuf::from("/c/t/a");
-    let cases: Vec<(Error, &str)> = vec![
-        (
-            Error::TooManyLinks { path: p() },
-            "/c/t/a: too many levels of symbolic links",
-        ),
-        (
-            Error::EmptySymlink { path: p() },
-            "/c/t/a: symlink with an empty target",
-        ),
-        (
-            Error::NotADirectory {
-                path: p(),
-                kind: Kind::Fifo,
-            },
-            "/c/t/a is a FIFO, not a directory",
-        ),
-        (
-            Error::TooDeep {
-                path: p(),
-                max: 256,
-            },
-            "/c/t/a resolves to more than 256 components",
-        ),
-        (
-            Error::KeepsChanging { path: p() },
-            "/c/t/a keeps changing while it is prepared; gave up",
-        ),
-        (
-            Error::Untrusted {
-                dir: "/c".into(),
-                chroot: "/c/t".into(),
-            },
-            "/c is not root's or is writable by others: refusing the chroot /c/t",
-        ),
-        (
-            Error::UntrustedBelowSticky { dir: p() },
-            "/c/t/a is not root's, in a directory writable by others: refusing the chroot",
-        ),
-        (
-            Error::GoesThroughSymlink { path: p() },
-            "/c/t/a goes through a symlink",
-        ),
-        (Error::Symlink { path: p() }, "/c/t/a is a symlink"),
-        (Error::NotADir { path: p() }, "/c/t/a is not a directory"),
-        (
-            Error::NotADirOrSymlink { path: p() },
-            "/c/t/a is not a directory (or is a symlink)",
-        ),
-        (Error::DoesNotExist { path: p() }, "/c/t/a does not exist"),
-        (
-            Error::Open {
-                path: p(),
-                errno: Errno::EACCES,
-            },
-            "/c/t/a: Permission denied",
-        ),
-        (
-            Error::MakeChroot {
-                path: p(),
-                errno: Errno::EROFS,
-            },
-            "creating the chroot /c/t/a: Read-only file system",
-        ),
-    ];
-    for (e, text) in cases {
-        assert_eq!(e.to_string(), text);
-        assert_eq!(format!("{:#}", anyhow::Error::from(e)), text);
-    }
+fn walk_messages_are_the_texts_users_grep() {
+    let path = at;
+    let text = "/c/t/a: too many levels of symbolic links";
+    reads(Error::TooManyLinks { path: path() }, text);
+    let text = "/c/t/a: symlink with an empty target";
+    reads(Error::EmptySymlink { path: path() }, text);
+    let kind = Kind::Fifo;
+    let text = "/c/t/a is a FIFO, not a directory";
+    reads(Error::NotADirectory { path: path(), kind }, text);
+    let text = "/c/t/a resolves to more than 256 components";
+    reads(
+        Error::TooDeep {
+            path: path(),
+            max: 256,
+        },
+        text,
+    );
+    let text = "/c/t/a keeps changing while it is prepared; gave up";
+    reads(Error::KeepsChanging { path: path() }, text);
+    let errno = Errno::EACCES;
+    reads(
+        Error::Open {
+            path: path(),
+            errno,
+        },
+        "/c/t/a: Permission denied",
+    );
+}
+
+#[test]
+fn root_and_chroot_messages_are_the_texts_users_grep() {
+    let path = at;
+    let (dir, chroot) = ("/c".into(), "/c/t".into());
+    let text = "/c is not root's or is writable by others: refusing the chroot /c/t";
+    reads(Error::Untrusted { dir, chroot }, text);
+    let text = "/c/t/a is not root's, in a directory writable by others: refusing the chroot";
+    reads(Error::UntrustedBelowSticky { dir: path() }, text);
+    let text = "/c/t/a goes through a symlink";
+    reads(Error::GoesThroughSymlink { path: path() }, text);
+    reads(Error::Symlink { path: path() }, "/c/t/a is a symlink");
+    reads(Error::NotADir { path: path() }, "/c/t/a is not a directory");
+    let text = "/c/t/a is not a directory (or is a symlink)";
+    reads(Error::NotADirOrSymlink { path: path() }, text);
+    reads(
+        Error::DoesNotExist { path: path() },
+        "/c/t/a does not exist",
+    );
+    let errno = Errno::EROFS;
+    let text = "creating the chroot /c/t/a: Read-only file system";
+    reads(
+        Error::MakeChroot {
+            path: path(),
+            errno,
+        },
+        text,
+    );
+}
+
+#[test]
+fn failed_calls_and_callbacks_read_as_before() {
     // A failed call reads as anyhow's `.context(..)` on the Errno did, with `{:#}`.
     let old = |ctx: &'static str, errno| format!("{:#}", anyhow::Error::new(errno).context(ctx));
-    let e = Error::sys("opening", &p(), Errno::ENOENT);
-    assert_eq!(e.to_string(), old("opening /c/t/a", Errno::ENOENT));
-    assert_eq!(
-        e.to_string(),
-        "opening /c/t/a: ENOENT: No such file or directory"
+    let text = "opening /c/t/a: ENOENT: No such file or directory";
+    assert_eq!(old("opening /c/t/a", Errno::ENOENT), text);
+    reads(Error::sys("opening", &at(), Errno::ENOENT), text);
+    reads(
+        Error::fd("fstat")(Errno::EBADF),
+        &old("fstat", Errno::EBADF),
     );
-    let e = Error::fd("fstat")(Errno::EBADF);
-    assert_eq!(format!("{e:#}"), old("fstat", Errno::EBADF));
     // The creation callback's error passes through as it was, chain included.
     let inner = || anyhow::anyhow!("EPERM").context("creating directory /c/t/a");
     let e = Error::Create(inner());
     assert_eq!(format!("{e:#}"), "creating directory /c/t/a: EPERM");
-    assert_eq!(
-        format!("{:#}", anyhow::Error::from(Error::Create(inner()))),
-        "creating directory /c/t/a: EPERM"
-    );
+    assert_eq!(e.to_string(), "creating directory /c/t/a");
+    reads(Error::Create(anyhow::anyhow!("x")), "x");
+    let chained = anyhow::Error::from(Error::Create(inner()));
+    assert_eq!(format!("{chained:#}"), "creating directory /c/t/a: EPERM");
 }
 
 /// A fake host `/` in a temporary directory: `dirs` made with their modes (umask aside).

@@ -87,9 +87,10 @@ impl Root {
             let dir = cur.as_ref().map_or(host.fd.as_fd(), AsFd::as_fd);
             let shared = host.check_dir(dir, &shown, path)?;
             shown.push(name);
-            let make = create && i + 1 == comps.len();
-            let fd = match host.open_dir(dir, name, &shown, make) {
-                Err(Error::DoesNotExist { .. }) if i + 1 == comps.len() => {
+            let last = i + 1 == comps.len();
+            let fd = match host.open_dir(dir, name, &shown, create && last) {
+                // Only the chroot itself may be missing.
+                Err(Error::DoesNotExist { .. }) if last => {
                     return Ok(Chroot::Missing);
                 }
                 r => r?,

@@ -15,8 +15,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use super::*;
 use crate::config::Ownership;
 use crate::ownership;
-use crate::refusal::shorten;
-use crate::resolve::{Lookup, open_nofollow};
+use crate::resolve::{self, Lookup, open_nofollow};
 
 impl Preparer<'_> {
     /// Brings one source to the planned state; returns its in-chroot path if it must be
@@ -71,10 +70,8 @@ impl Preparer<'_> {
                 Fit::Special(kind) => return Err(changed(Refusal::Special { kind })),
             }
         }
-        bail!(
-            "{} keeps changing while it is prepared; gave up",
-            shorten(&m.source)
-        )
+        let path = m.source.clone();
+        Err(resolve::Error::KeepsChanging { path }.into())
     }
 }
 

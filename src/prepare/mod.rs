@@ -5,7 +5,7 @@
 //! source is brought to the wanted state (`apply.rs`) by one walk from the chroot that
 //! creates what is missing from held descriptors, so concurrent preparers and a tenant
 //! changing its tree converge or fail, but never act on a stale path. Both sides decide with
-//! one verdict, [`fit`].
+//! one verdict, `fit`.
 
 mod apply;
 mod mount;

@@ -82,7 +82,8 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
         Err(e) => fail(runtime_log, sink, &e),
         Ok(None) => exec(&runtime, args, runtime_log, sink),
         // The staging mounts live in this process's own mount namespace: run the runtime in
-        // it as a child, then put config.json back as the engine wrote it.
+        // it as a child, then put config.json back as the engine wrote it, and only then
+        // end as the runtime did (dying of its signal included).
         Ok(Some(staged)) => {
             let ended = runtime::supervise(&runtime, args, &staged.signals);
             if let Err(e) = staged.original.restore() {

@@ -10,7 +10,9 @@
 
 mod engines;
 mod http;
+mod log;
 mod node;
+mod staging;
 
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
@@ -169,9 +171,9 @@ pub fn run(opts: &Options) -> Report {
     engines::podman(opts, &mut r);
     engines::containerd(opts, &mut r);
     engines::crio(opts, &mut r);
-    node::log(&config, opts, &mut r);
+    log::log(&config, opts, &mut r);
     node::kernel(&mut r);
-    node::staging(&config, opts, &mut r);
+    staging::staging(&config, opts, &mut r);
     r
 }
 

@@ -201,8 +201,8 @@ pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let id = state.get("id").and_then(Value::as_str).unwrap_or_default();
     let _span = tracing::info_span!("container", id = %id).entered();
     precreate::sweep_stale(config);
-    if staging::check_key(id).is_ok() {
-        staging::cleanup(&config.staging_dir, id).with_context(|| format!("staging {id}"))?;
+    if let Ok(key) = staging::Key::new(id) {
+        staging::cleanup(&config.staging_dir, &key).with_context(|| format!("staging {id}"))?;
         staging::cleanup_prefix(&config.staging_dir, &precreate::prefix(id))?;
         if let Some(short) = id.get(..12) {
             staging::cleanup_prefix(&config.staging_dir, &precreate::prefix(short))?;

@@ -2,7 +2,7 @@
 //! chroots — the type the image needs, the owner the container user maps to — without ever
 //! acting outside the chroot.
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod atomic;
 pub mod chroot;
@@ -19,8 +19,8 @@ pub mod prepare;
 pub mod refusal;
 pub mod resolve;
 pub mod runc_args;
+pub mod runtime;
 pub mod sources;
 pub mod spec;
 pub mod staging;
-mod sys;
 pub mod wrapper;

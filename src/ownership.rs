@@ -8,11 +8,11 @@ use std::sync::{Arc, Condvar, Mutex};
 use anyhow::{Context, Result, bail};
 use nix::errno::Errno;
 
-use crate::sys::statx_at;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{Mode, SFlag};
 use nix::unistd::{Gid, Uid, fchownat};
 use oci_spec::runtime::LinuxIdMapping;
+use rustix::fs::{AtFlags as StatxAt, StatxAttributes, StatxFlags};
 
 use crate::config::Owner;
 use crate::spec::View;
@@ -86,7 +86,7 @@ pub struct TreeStats {
 /// tree the time goes into one stat and at most one chown per entry.
 pub fn chown_below(dir: impl AsFd, uid: u32, gid: u32) -> Result<TreeStats> {
     let top = openat(dir, ".", DIR_FLAGS, Mode::empty()).context("opening directory")?;
-    let st = statx_at(&top, c"", nix::libc::AT_EMPTY_PATH).context("statx")?;
+    let st = statx_at(&top, c"", StatxAt::EMPTY_PATH).context("statx")?;
     let (dev, mnt_id) = (st.dev, st.mnt_id);
     let walk = Walk {
         uid,
@@ -198,7 +198,7 @@ impl Walk {
         let mut stats = TreeStats::default();
         let mut children = Vec::new();
         for name in names {
-            let st = match statx_at(&*fd, name.as_c_str(), nix::libc::AT_SYMLINK_NOFOLLOW) {
+            let st = match statx_at(&*fd, name.as_c_str(), StatxAt::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue, // removed meanwhile
                 Err(e) => return Err(e).context("statx"),
@@ -240,6 +240,38 @@ impl Walk {
         total.skipped_mounts += stats.skipped_mounts;
         Ok(())
     }
+}
+
+/// What the walk needs of an entry, from `statx`.
+struct Stx {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u32,
+    dev: u64,
+    mount_root: bool,
+    mnt_id: Option<u64>,
+}
+
+/// `statx(dir, name, flags)`, asking for the mount id (nix has no statx; rustix's is safe).
+fn statx_at(dir: impl AsFd, name: &std::ffi::CStr, flags: StatxAt) -> nix::Result<Stx> {
+    let b = rustix::fs::statx(
+        dir,
+        name,
+        flags | StatxAt::STATX_SYNC_AS_STAT,
+        StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+    )
+    .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+    let root = StatxAttributes::MOUNT_ROOT;
+    Ok(Stx {
+        mode: u32::from(b.stx_mode),
+        uid: b.stx_uid,
+        gid: b.stx_gid,
+        nlink: b.stx_nlink,
+        dev: rustix::fs::makedev(b.stx_dev_major, b.stx_dev_minor),
+        mount_root: b.stx_attributes_mask.contains(root) && b.stx_attributes.contains(root),
+        mnt_id: (b.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(b.stx_mnt_id),
+    })
 }
 
 #[cfg(test)]

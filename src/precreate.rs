@@ -33,7 +33,7 @@ pub fn run(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Re
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
     let podman = podman_ids(&doc);
     let short = podman.id.clone().unwrap_or_else(|| "unknown".into());
-    let key = format!("{}{}", prefix(&short), std::process::id());
+    let key = staging::Key::new(&format!("{}{}", prefix(&short), std::process::id()))?;
     sweep_stale(config);
     let (_, staged) = rewrite(config, &mut doc, &cwd, &key)?;
     serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
@@ -50,7 +50,7 @@ pub fn rewrite(
     config: &Config,
     doc: &mut Value,
     bundle: &Path,
-    stage_key: &str,
+    stage_key: &staging::Key,
 ) -> Result<(Vec<MountPlan>, bool)> {
     let view = spec::View::of(doc, bundle)?;
     let prepared = sources::prepare(config, &view, doc)?;
@@ -102,7 +102,7 @@ pub fn podman_ids(doc: &Value) -> PodmanIds {
     let id = doc
         .get("hostname")
         .and_then(Value::as_str)
-        .filter(|h| staging::check_key(h).is_ok())
+        .filter(|h| staging::Key::new(h).is_ok())
         .map(String::from);
     PodmanIds { id, userdata: None }
 }
@@ -124,13 +124,13 @@ pub fn sweep_stale(config: &Config) {
 
 /// Starts the reaper for `key`, detached (own process group, stdio closed: podman reads this
 /// hook's stdout to its end). Failing to start it leaves the sweep to do the work.
-fn spawn_reaper(config: &Config, key: &str, userdata: Option<&Path>) {
+fn spawn_reaper(config: &Config, key: &staging::Key, userdata: Option<&Path>) {
     let parent = std::os::unix::process::parent_id();
     let mut cmd = Command::new("/proc/self/exe");
     cmd.arg0(crate::hook::BIN)
         .args(["reap-precreate", "--staging-dir"])
         .arg(&config.staging_dir)
-        .args(["--key", key, "--parent"])
+        .args(["--key", key.as_str(), "--parent"])
         .arg(format!("{parent}:{}", start_time(parent).unwrap_or(0)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -160,7 +160,7 @@ pub fn reap(
     pidfile: Option<&Path>,
     parent: (u32, u64),
 ) -> Result<()> {
-    staging::check_key(key)?;
+    let key = staging::Key::new(key)?;
     let stamp = |p: &Path| {
         std::fs::metadata(p)
             .ok()
@@ -171,13 +171,13 @@ pub fn reap(
     while Instant::now() < deadline {
         let created = pidfile.is_some_and(|p| stamp(p).is_some() && stamp(p) != before);
         let podman_gone = start_time(parent.0) != Some(parent.1);
-        let staging_gone = !staging_dir.join(key).exists();
+        let staging_gone = !staging_dir.join(&key).exists();
         if created || podman_gone || staging_gone {
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    staging::cleanup(staging_dir, key)
+    staging::cleanup(staging_dir, &key)
 }
 
 #[cfg(test)]

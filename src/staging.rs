@@ -29,28 +29,50 @@ use crate::resolve::Kind;
 /// Where staging mounts live unless `staging_dir` says otherwise.
 pub const DEFAULT_BASE: &str = "/run/oci-volume-hook";
 
-/// A key names one container's staging directory: no `/`, not `.` or `..`.
-pub fn check_key(key: &str) -> Result<()> {
-    if key.is_empty()
-        || key.len() > 200
-        || key.contains('/')
-        || key == "."
-        || key == ".."
-        || key.contains('\0')
-    {
-        bail!("{key:?} cannot name a staging directory");
+/// The name of one container's staging directory under the base: no `/`, not `.` or `..`,
+/// no NUL, 1 to 200 bytes. Checked once, where the name comes in (a container id, a
+/// precreate key, a directory read back); the staging functions take nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key(String);
+
+impl Key {
+    pub fn new(key: &str) -> Result<Key> {
+        if key.is_empty()
+            || key.len() > 200
+            || key.contains('/')
+            || key == "."
+            || key == ".."
+            || key.contains('\0')
+        {
+            bail!("{key:?} cannot name a staging directory");
+        }
+        Ok(Key(key.to_string()))
     }
-    Ok(())
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<Path> for Key {
+    fn as_ref(&self) -> &Path {
+        Path::new(&self.0)
+    }
 }
 
 /// Bind-mounts each `(index, fd, kind)` at `<base>/<key>/<index>`; returns the staging path of
 /// each index. Anything staged earlier under the same key is taken away first.
 pub fn stage(
     base: &Path,
-    key: &str,
+    key: &Key,
     pins: &[(usize, &OwnedFd, Kind)],
 ) -> Result<Vec<(usize, PathBuf)>> {
-    check_key(key)?;
     let _lock = prepare_base(base)?;
     let dir = base.join(key);
     remove(&dir)?;
@@ -118,10 +140,7 @@ pub fn sweep_older_than(base: &Path, prefix: &str, age: std::time::Duration) -> 
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        let Some(name) = name
-            .to_str()
-            .filter(|n| n.starts_with(prefix) && check_key(n).is_ok())
-        else {
+        let Some(key) = keyed(&name, prefix) else {
             continue;
         };
         let old = entry
@@ -131,7 +150,7 @@ pub fn sweep_older_than(base: &Path, prefix: &str, age: std::time::Duration) -> 
             .and_then(|t| now.duration_since(t).ok())
             .is_some_and(|d| d >= age);
         if old {
-            remove(&base.join(name))?;
+            remove(&base.join(key))?;
             swept += 1;
         }
     }
@@ -170,9 +189,14 @@ fn mount_all(dir: &Path, pins: &[(usize, &OwnedFd, Kind)]) -> Result<Vec<(usize,
 
 /// Takes away every staging mount and placeholder under `<base>/<key>`; nothing to do when
 /// it does not exist.
-pub fn cleanup(base: &Path, key: &str) -> Result<()> {
-    check_key(key)?;
+pub fn cleanup(base: &Path, key: &Key) -> Result<()> {
     remove(&base.join(key))
+}
+
+/// The key a directory entry read back from the base names, if it starts with `prefix`.
+fn keyed(name: &std::ffi::OsStr, prefix: &str) -> Option<Key> {
+    let name = name.to_str().filter(|n| n.starts_with(prefix))?;
+    Key::new(name).ok()
 }
 
 /// [`cleanup`] for every key starting with `prefix`.
@@ -183,12 +207,8 @@ pub fn cleanup_prefix(base: &Path, prefix: &str) -> Result<()> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", base.display())),
     };
     for entry in entries {
-        let name = entry?.file_name();
-        if name
-            .to_str()
-            .is_some_and(|n| n.starts_with(prefix) && check_key(n).is_ok())
-        {
-            remove(&base.join(&name))?;
+        if let Some(key) = keyed(&entry?.file_name(), prefix) {
+            remove(&base.join(key))?;
         }
     }
     Ok(())
@@ -295,4 +315,32 @@ fn unescape(s: &str) -> String {
         .replace("\\011", "\t")
         .replace("\\012", "\n")
         .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_one_plain_name() {
+        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"k".repeat(201)] {
+            let err = Key::new(bad).unwrap_err().to_string();
+            assert_eq!(err, format!("{bad:?} cannot name a staging directory"));
+        }
+        for good in ["abc", "...", ".hidden", "precreate-x-12", &"k".repeat(200)] {
+            assert_eq!(Key::new(good).unwrap().as_str(), good);
+        }
+        assert_eq!(
+            Path::new("/b").join(Key::new("k").unwrap()),
+            Path::new("/b/k")
+        );
+    }
+
+    #[test]
+    fn names_read_back_count_only_as_keys_with_the_prefix() {
+        let key = |n: &str| keyed(std::ffi::OsStr::new(n), "precreate-").map(|k| k.0);
+        assert_eq!(key("precreate-a-1").as_deref(), Some("precreate-a-1"));
+        assert_eq!(key("other"), None);
+        assert_eq!(key(&format!("precreate-{}", "k".repeat(200))), None);
+    }
 }

@@ -2,56 +2,21 @@
 //! bundle's bind-mount sources, then execs the real runtime with the argv unchanged; every
 //! other subcommand execs the runtime at once.
 
-use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use crate::atomic::{self, Durability::Volatile};
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
 use crate::runc_args::{self, Invocation};
+use crate::runtime::{self, Ended, find_runtime};
 use crate::sources;
 use crate::spec;
 use crate::staging;
-use crate::sys as signals;
 
 pub const BIN: &str = "oci-volume-runtime";
-
-/// Finds the runtime to exec: an absolute path, or a name on PATH — never this wrapper.
-pub fn find_runtime(name: &str, path_var: Option<&OsStr>) -> Result<PathBuf> {
-    let me = std::fs::metadata("/proc/self/exe")
-        .ok()
-        .map(|m| (m.dev(), m.ino()));
-    // One stat per candidate (this runs before every runtime call): None when it is not an
-    // executable file, else whether it is this very binary.
-    let probe = |p: &Path| {
-        let m = std::fs::metadata(p).ok()?;
-        (m.is_file() && m.mode() & 0o111 != 0).then(|| me == Some((m.dev(), m.ino())))
-    };
-    if name.contains('/') {
-        let p = PathBuf::from(name);
-        return match probe(&p) {
-            Some(true) => {
-                bail!("runtime {name} is {BIN} itself; set `runtime` to the real runtime")
-            }
-            Some(false) => Ok(p),
-            None => bail!("runtime {name} is not an executable file"),
-        };
-    }
-    let dirs = path_var
-        .map(|p| p.to_os_string())
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    for dir in std::env::split_paths(&dirs) {
-        let p = dir.join(name);
-        if probe(&p) == Some(false) {
-            return Ok(p);
-        }
-    }
-    bail!("runtime {name:?} not found on PATH (other than {BIN} itself)")
-}
 
 /// The wrapper's main: never returns on success (the runtime replaces it, or it exits as the
 /// runtime did); returns the exit status otherwise.
@@ -117,24 +82,24 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
         Err(e) => fail(runtime_log, sink, &e),
         Ok(None) => exec(&runtime, args, runtime_log, sink),
         // The staging mounts live in this process's own mount namespace: run the runtime in
-        // it as a child, then put config.json back as the engine wrote it.
-        Ok(Some(original)) => {
-            let code = supervise(&runtime, args, runtime_log, sink);
-            if let Err(e) = original.restore() {
+        // it as a child, then put config.json back as the engine wrote it, and only then
+        // end as the runtime did (dying of its signal included).
+        Ok(Some(staged)) => {
+            let ended = runtime::supervise(&runtime, args, &staged.signals);
+            if let Err(e) = staged.original.restore() {
                 tracing::error!("putting config.json back: {e:#}");
             }
-            code
+            match ended {
+                Ok(Ended::Exited(code)) => code,
+                Ok(Ended::Killed(sig)) => runtime::die_like(sig),
+                Err(e) => fail(runtime_log, sink, &e),
+            }
         }
     }
 }
 
 fn exec(runtime: &Path, args: &[OsString], runtime_log: Option<&RuntimeLog>, sink: Sink) -> i32 {
-    let err = std::process::Command::new(runtime)
-        .arg0(runtime)
-        .args(args)
-        .exec();
-    let err = anyhow::Error::new(err).context(format!("exec {}", runtime.display()));
-    fail(runtime_log, sink, &err)
+    fail(runtime_log, sink, &runtime::exec(runtime, args))
 }
 
 fn config_path_hint() -> String {
@@ -142,6 +107,13 @@ fn config_path_hint() -> String {
         "config {}",
         std::env::var(ENV_PATH).unwrap_or_else(|_| crate::config::DEFAULT_PATH.into())
     )
+}
+
+/// A bundle whose config.json points at staging mounts: the signals that could stop the
+/// wrapper are blocked until it has put the original back.
+struct Staged {
+    original: Original,
+    signals: runtime::Blocked,
 }
 
 /// config.json as the engine wrote it, to put back once the runtime has read the pinned one.
@@ -160,7 +132,7 @@ impl Original {
 /// namespace of its own holding the staging mounts and replaces config.json (atomically) with
 /// the edited document; returns the original to put back. When only in-chroot paths changed,
 /// replaces config.json for good.
-fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>> {
+fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Staged>> {
     let bundle = match inv.bundle() {
         Some(b) => b.to_path_buf(),
         None => std::env::current_dir().context("working directory")?,
@@ -190,38 +162,12 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Original>>
         .collect();
     let staged = staging::stage_private(base, &pins)?;
     sources::point_at(&mut doc, &staged, base)?;
+    // From here an engine's SIGTERM waits for the runtime, rather than killing the wrapper
+    // with the staged config.json in place.
+    let signals = runtime::block_signals()?;
     atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;
-    Ok(Some(Original { path, bytes }))
-}
-
-/// Runs the runtime as a child with the argv unchanged (stdio and every inherited
-/// descriptor pass through), forwards signals to it, and returns its exit status.
-fn supervise(
-    runtime: &Path,
-    args: &[OsString],
-    runtime_log: Option<&RuntimeLog>,
-    sink: Sink,
-) -> i32 {
-    signals::install_forwarding();
-    let status = std::process::Command::new(runtime)
-        .arg0(runtime)
-        .args(args)
-        .spawn()
-        .and_then(|mut child| {
-            signals::forward_to(child.id());
-            child.wait()
-        });
-    match status {
-        Ok(s) => match (s.code(), std::os::unix::process::ExitStatusExt::signal(&s)) {
-            (Some(code), _) => code,
-            (None, Some(sig)) => signals::die_like(sig),
-            _ => 1,
-        },
-        Err(e) => {
-            let err = anyhow::Error::new(e).context(format!("running {}", runtime.display()));
-            fail(runtime_log, sink, &err)
-        }
-    }
+    let original = Original { path, bytes };
+    Ok(Some(Staged { original, signals }))
 }
 
 /// Reports a failure: one line on stderr (the one line an engine shows), the log, and
@@ -233,19 +179,4 @@ fn fail(runtime_log: Option<&RuntimeLog>, sink: Sink, err: &anyhow::Error) -> i3
         logging::append_runtime_error(log, &msg);
     }
     1
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn never_finds_itself() {
-        let me = std::fs::read_link("/proc/self/exe").unwrap();
-        assert!(find_runtime(me.to_str().unwrap(), None).is_err());
-        let dir = me.parent().unwrap().as_os_str().to_os_string();
-        let name = me.file_name().unwrap().to_str().unwrap();
-        assert!(find_runtime(name, Some(&dir)).is_err());
-        assert!(find_runtime("sh", Some(OsStr::new("/nonexistent:/bin:/usr/bin"))).is_ok());
-    }
 }

@@ -222,3 +222,141 @@ fn argv_stdio_and_exit_status_are_the_runtimes() {
     let o = wrapper(&f, Path::new("/"), &["--version"]);
     assert_one_line_error(&o, "oci-volume-runtime", &["itself"]);
 }
+
+/// A stand-in runtime run as the wrapper's child (a pinned source makes the wrapper
+/// supervise it rather than exec): it starts with no signal blocked, although the wrapper
+/// blocks the ones it forwards.
+#[test]
+fn the_supervised_runtime_starts_with_no_signal_blocked() {
+    if !root_or_skip("wrapper_sigmask") {
+        return;
+    }
+    let f = Fixture::new();
+    let fake = f.path().join("fake-runtime");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\ngrep -c /staging/ config.json\nexec grep '^SigBlk:' /proc/self/status\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    f.write_config(&format!("runtime = \"{}\"", fake.display()));
+    let t = f.tenant("user-mask");
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    let b = f.bundle("b");
+    let doc = runc_config("true", vec![bind(&t.join("vol"), "/v", true)], None);
+    write_config_json(&b, &doc);
+    let o = wrapper(&f, &b, &["run", "ovh-mask"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The runtime read a config.json pointing at the staging mount (it was supervised);
+    // then (exec keeps the mask) its own mask.
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "1\nSigBlk:\t0000000000000000\n"
+    );
+    let after: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(after, doc);
+    assert_eq!(f.staging_left(), (vec![], vec![]));
+}
+
+/// The wrapper supervising `runc run` passes an engine's SIGTERM on: the container's
+/// process gets it (its trap runs), runc exits as the container did, and so does the
+/// wrapper, with config.json back as it was.
+#[test]
+fn a_sigterm_to_the_wrapper_reaches_the_container() {
+    let Some(runc) = engine("wrapper_sigterm", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-term");
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    let b = f.bundle("b");
+    let script = "trap 'echo got TERM; exit 3' TERM; echo ready; while :; do sleep 0.05; done";
+    let doc = runc_config(script, vec![bind(&t.join("vol"), "/v", true)], None);
+    write_config_json(&b, &doc);
+    let mut child = Command::new(wrapper_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .arg("--root")
+        .arg(b.join("state"))
+        .args(["run", "ovh-term"])
+        .current_dir(&b)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n", "the container started");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(line, "got TERM\n");
+    assert_eq!(status.code(), Some(3));
+    let after: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(after, doc);
+    assert_eq!(f.staging_left(), (vec![], vec![]));
+}
+
+/// An engine's SIGTERM at any moment of a pinned `create` never leaves the staged
+/// config.json in the bundle (it once could: between the replacement and the handlers, or
+/// when runc died of the forwarded signal and the wrapper died like it before putting the
+/// original back).
+#[test]
+fn a_sigterm_during_create_never_leaves_the_staged_config_behind() {
+    let Some(runc) = engine("wrapper_sigterm_create", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-tc");
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    let b = f.bundle("b");
+    write_config_json(
+        &b,
+        &runc_config("sleep 10", vec![bind(&t.join("vol"), "/v", true)], None),
+    );
+    let original = std::fs::read(b.join("config.json")).unwrap();
+    let root = b.join("state");
+    let mut signalled = 0;
+    for i in 0..40u64 {
+        let id = format!("ovh-tc-{i}");
+        let child = Command::new(wrapper_bin())
+            .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+            .arg("--root")
+            .arg(&root)
+            .args(["create", "--bundle"])
+            .arg(&b)
+            .arg(&id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros((i * 7919) % 60_000));
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let o = child.wait_with_output().unwrap();
+        signalled += (!o.status.success()) as u32;
+        let now = std::fs::read(b.join("config.json")).unwrap();
+        assert!(
+            now == original,
+            "run {i}: the bundle kept the staged config.json: {}",
+            String::from_utf8_lossy(&now)
+        );
+        let _ = Command::new(&runc)
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "--force", &id])
+            .stderr(Stdio::null())
+            .status();
+    }
+    assert!(signalled > 0, "no SIGTERM ever cut a create short");
+    assert_eq!(f.staging_left(), (vec![], vec![]));
+}

@@ -1,22 +1,21 @@
-//! The node's own checks: configuration, chroot patterns, runtime, wrapper, log
-//! destination, kernel features, staging directory.
+//! The node's own checks: configuration, chroot patterns, runtime, wrapper, kernel features
+//! (where log lines go: `log.rs`; the staging directory: `staging.rs`).
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::os::unix::net::UnixDatagram;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 
 use super::{Options, Report, Verdict};
 use crate::chroot::Pattern;
-use crate::config::{self, Config, LogTarget};
+use crate::config::{self, Config};
 use crate::logging::one_line;
 use crate::resolve::Root;
 
-fn config_path(opts: &Options) -> PathBuf {
+pub(super) fn config_path(opts: &Options) -> PathBuf {
     opts.config
         .clone()
         .or_else(|| {
@@ -285,137 +284,6 @@ fn version(bin: &Path) -> Option<String> {
         .filter(|l| !l.is_empty())
 }
 
-/// Where log lines go now, following the fallbacks the binaries take — and that it is not
-/// a container's stdio (the wrapper's stderr is the container's under Docker/containerd).
-pub fn log(config: &Config, opts: &Options, r: &mut Report) {
-    let cfg = config_path(opts);
-    let fix = format!(
-        "set [log] target = \"file\" and file = \"/var/log/oci-volume-hook.log\" in {} (or run systemd-journald or a syslog daemon)",
-        cfg.display()
-    );
-    let journald = opts.host(&config.log.journald_socket);
-    let syslog = opts.host(&config.log.syslog_socket);
-    let stdio =
-        "stderr, which under Docker, containerd and Kubernetes is the container's own output";
-    let (from_journald, from_syslog) = match config.log.target {
-        LogTarget::Auto => (true, true),
-        LogTarget::Journald => (true, true),
-        LogTarget::Syslog => (false, true),
-        LogTarget::Stderr => {
-            return r.problem(
-                "log",
-                Verdict::Fail,
-                format!("target = \"stderr\": log lines go to {stdio}"),
-                fix,
-            );
-        }
-        LogTarget::None => {
-            return r.problem(
-                "log",
-                Verdict::Warn,
-                "target = \"none\": refusals are logged nowhere",
-                fix,
-            );
-        }
-        LogTarget::File => return log_file(config.log.file.as_deref(), r, &fix),
-    };
-    if from_journald && answers(&journald) {
-        return r.push(
-            "log",
-            Verdict::Ok,
-            format!("journald ({})", journald.display()),
-        );
-    }
-    if from_syslog && answers(&syslog) {
-        return r.push("log", Verdict::Ok, format!("syslog ({})", syslog.display()));
-    }
-    // auto (and journald/syslog when theirs is gone) never falls back to stderr: the log
-    // file, else the wrapper's runtime --log file, else nowhere.
-    let default = Path::new(crate::logging::DEFAULT_FILE);
-    let file = match config.log.target {
-        LogTarget::Auto => config.log.file.as_deref().unwrap_or(default),
-        _ => Path::new(""),
-    };
-    let usable =
-        !file.as_os_str().is_empty() && (file.is_file() || file.parent().is_some_and(Path::is_dir));
-    if usable {
-        return r.push(
-            "log",
-            Verdict::Ok,
-            format!(
-                "file {} (neither {} nor {} answers)",
-                file.display(),
-                journald.display(),
-                syslog.display()
-            ),
-        );
-    }
-    r.problem(
-        "log",
-        Verdict::Warn,
-        format!(
-            "neither {} nor {} answers and no log file can be written: lines go to the wrapper's runtime --log file (the bundle's log.json) or nowhere",
-            journald.display(),
-            syslog.display()
-        ),
-        fix,
-    );
-}
-
-/// Whether a datagram socket is there and accepts a connection (what the log sinks do).
-fn answers(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.file_type().is_socket())
-        && UnixDatagram::unbound()
-            .and_then(|s| s.connect(path))
-            .is_ok()
-}
-
-fn log_file(file: Option<&Path>, r: &mut Report, fix: &str) {
-    let Some(file) = file else {
-        return r.problem(
-            "log",
-            Verdict::Fail,
-            "target = \"file\" without log.file",
-            fix,
-        );
-    };
-    let shown = file.display();
-    let real = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
-    let stdio = [
-        "/dev/stdout",
-        "/dev/stderr",
-        "/dev/stdin",
-        "/dev/tty",
-        "/dev/console",
-        "/dev/fd",
-        "/proc",
-    ];
-    if stdio
-        .iter()
-        .any(|s| file.starts_with(s) || real.starts_with(s))
-        || std::fs::metadata(file)
-            .is_ok_and(|m| m.file_type().is_char_device() && m.rdev() != 0x103)
-    {
-        return r.problem(
-            "log",
-            Verdict::Fail,
-            format!("log.file {shown} is a terminal or a process's stdio"),
-            fix,
-        );
-    }
-    let parent_ok = file.parent().is_some_and(|p| p.is_dir());
-    if file.is_file() || parent_ok {
-        r.push("log", Verdict::Ok, format!("file {shown}"));
-    } else {
-        r.problem(
-            "log",
-            Verdict::Fail,
-            format!("log.file {shown}: its directory does not exist (lines would go to stderr)"),
-            fix,
-        );
-    }
-}
-
 /// openat2 (Linux 5.6): resolution in a root in one call; without it the tool walks one
 /// component at a time, just as safely.
 pub fn kernel(r: &mut Report) {
@@ -433,108 +301,4 @@ pub fn kernel(r: &mut Report) {
         ),
         Err(e) => r.push("kernel", Verdict::Warn, format!("Linux {release}: openat2 fails: {e}")),
     }
-}
-
-/// The staging directory: root's, mode 0700, a private mount; leftovers of killed runs.
-pub fn staging(config: &Config, opts: &Options, r: &mut Report) {
-    let dir = &config.staging_dir;
-    let md = match std::fs::symlink_metadata(dir) {
-        Ok(md) => md,
-        Err(_) => {
-            return r.push(
-                "staging",
-                Verdict::Ok,
-                format!(
-                    "{} absent: made (root's, 0700, private mount) at the first pinned source",
-                    dir.display()
-                ),
-            );
-        }
-    };
-    if !md.is_dir() || md.uid() != 0 || md.mode() & 0o077 != 0 {
-        return r.problem(
-            "staging",
-            Verdict::Fail,
-            format!(
-                "{} is not a root-only directory (pinned sources would be refused)",
-                dir.display()
-            ),
-            format!("chown root:root {0} && chmod 700 {0}", dir.display()),
-        );
-    }
-    let mount = match propagation(dir) {
-        Some(true) => "a private mount",
-        Some(false) => {
-            return r.problem(
-                "staging",
-                Verdict::Fail,
-                format!(
-                    "{} is a shared mount: staging mounts would propagate to other namespaces",
-                    dir.display()
-                ),
-                format!("mount --make-private {}", dir.display()),
-            );
-        }
-        None => "not yet a mount (made private at the next pinned source)",
-    };
-    leftovers(dir, mount, opts, r);
-}
-
-/// `Some(private)` when `dir` is a mount point, from /proc/self/mountinfo.
-fn propagation(dir: &Path) -> Option<bool> {
-    let canon = std::fs::canonicalize(dir).ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let line = info.lines().rev().find(|l| {
-        l.split(' ').nth(4).map(|p| p.replace("\\040", " "))
-            == Some(canon.to_string_lossy().into_owned())
-    })?;
-    let optional = line.split(' ').skip(6).take_while(|f| *f != "-");
-    Some(!optional.into_iter().any(|f| f.starts_with("shared:")))
-}
-
-/// Staging keys of the wrapper live only while `runc create` runs; older ones were left by a
-/// killed wrapper. precreate keys live as long as their podman container.
-fn leftovers(dir: &Path, mount: &str, opts: &Options, r: &mut Report) {
-    let now = SystemTime::now();
-    let (mut stale, mut podman) = (Vec::new(), 0);
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("precreate-") {
-            podman += 1;
-            continue;
-        }
-        let age = e
-            .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| now.duration_since(t).ok());
-        if age.is_none_or(|a| a > Duration::from_secs(600)) {
-            stale.push(name);
-        }
-    }
-    let shown = dir.display();
-    let summary = format!("{shown}: root's, 0700, {mount}; {podman} podman container(s) staged");
-    if stale.is_empty() {
-        return r.push("staging", Verdict::Ok, summary);
-    }
-    stale.sort();
-    let config = opts
-        .config
-        .as_ref()
-        .map(|c| format!(" --config {}", c.display()))
-        .unwrap_or_default();
-    let fix = format!(
-        "for k in {}; do printf '{{\"id\":\"%s\"}}' \"$k\" | oci-volume-hook{config} cleanup; done",
-        stale.join(" ")
-    );
-    r.problem(
-        "staging",
-        Verdict::Warn,
-        format!(
-            "{summary}; {} leftover(s) of killed runs older than 10 min: {}",
-            stale.len(),
-            stale.join(", ")
-        ),
-        fix,
-    );
 }

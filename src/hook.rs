@@ -211,23 +211,6 @@ pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
     Ok(true)
 }
 
-/// A name for log lines when only config.json is at hand.
-pub fn container_id(doc: &Value) -> String {
-    const KEYS: [&str; 3] = [
-        "io.kubernetes.cri-o.ContainerID",
-        "io.container.id",
-        "io.podman.annotations.name",
-    ];
-    KEYS.iter()
-        .find_map(|k| {
-            doc.pointer(&format!("/annotations/{}", k.replace('/', "~1")))
-                .and_then(Value::as_str)
-        })
-        .or_else(|| doc.get("hostname").and_then(Value::as_str))
-        .unwrap_or("-")
-        .to_string()
-}
-
 /// The dry run. Returns false when some mount would be refused.
 pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write) -> Result<bool> {
     let doc = spec::read_bundle_config(bundle)?;

@@ -1,6 +1,32 @@
 //! oci-volume-hook: prepares the bind-mount sources of OCI containers inside per-tenant
 //! chroots — the type the image needs, the owner the container user maps to — without ever
 //! acting outside the chroot.
+//!
+//! # One mount, from argv to exec
+//!
+//! An engine runs `oci-volume-runtime --root R --log L create --bundle B ID`:
+//! 1. [`wrapper::main`] reads argv as runc does ([`runc_args::parse`]); any subcommand but
+//!    `create`/`run` execs runc at once ([`runtime::exec`]).
+//! 2. [`wrapper`] loads the [`config`] (fail closed), reads `B/config.json` once
+//!    ([`spec::View`]) and, since sources will be pinned, moves into a mount namespace of
+//!    its own ([`staging::private_namespace`]).
+//! 3. [`sources::prepare`] runs a [`prepare::Preparer`]. For each mount, [`chroot::place`]
+//!    says where the source lies ([`prepare::Target`]); for a source in a chroot, the type
+//!    the image has at the destination is read in the rootfs ([`resolve::Root`]), the chroot
+//!    is opened with its trust checks ([`resolve::Root::chroot_in`]), the source is looked
+//!    up inside it, and one verdict gives the [`prepare::Action`] — or a typed
+//!    [`refusal::Refusal`]. One refusal refuses the container ([`refusal::Refused`]) before
+//!    anything changes.
+//! 4. Each action is applied through descriptors (`prepare/apply.rs`: creation with
+//!    `O_EXCL|O_NOFOLLOW`, `rmdir` of an empty directory, `fchownat` on the descriptor); each
+//!    plan comes back with the descriptor that was checked ([`prepare::Prepared`]).
+//! 5. [`staging::stage_private`] bind-mounts each descriptor at `<staging_dir>/<index>`;
+//!    [`sources::point_at`] edits config.json as a `serde_json::Value`
+//!    ([`spec::set_source`]); [`runtime::block_signals`], then [`atomic::replace`] writes it.
+//! 6. [`runtime::supervise`] runs runc in that namespace with the argv unchanged, passing
+//!    signals on; config.json is put back byte for byte and the wrapper exits as runc did.
+//!
+//! podman's precreate stage ([`precreate`]) and the OCI hook ([`hook`]) enter at step 3.
 
 #![forbid(unsafe_code)]
 

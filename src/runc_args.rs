@@ -330,7 +330,7 @@ fn reorder(flags: &[Flag], args: &[OsString]) -> Vec<OsString> {
     moved
 }
 
-/// Reads runc's argv (without argv[0]).
+/// Reads runc's argv (without `argv[0]`).
 pub fn parse(args: &[OsString]) -> Invocation {
     let global = go_parse(GLOBAL, args);
     let text = |name| {

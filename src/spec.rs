@@ -204,6 +204,23 @@ pub fn set_source(doc: &mut Value, index: usize, source: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A name for log lines when only config.json is at hand.
+pub fn container_id(doc: &Value) -> String {
+    const KEYS: [&str; 3] = [
+        "io.kubernetes.cri-o.ContainerID",
+        "io.container.id",
+        "io.podman.annotations.name",
+    ];
+    KEYS.iter()
+        .find_map(|k| {
+            doc.pointer(&format!("/annotations/{}", k.replace('/', "~1")))
+                .and_then(Value::as_str)
+        })
+        .or_else(|| doc.get("hostname").and_then(Value::as_str))
+        .unwrap_or("-")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use oci_volume_hook::{config::Config, hook, spec};
+use oci_volume_hook::{config::Config, spec};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(doc) = spec::read_json(data, "input") else { return };
     let _ = oci_volume_hook::precreate::podman_ids(&doc);
+    let _ = spec::container_id(&doc);
     if let Ok(view) = spec::View::of(&doc, std::path::Path::new("/bundle")) {
         let _ = Config::default().settings(&view.annotations);
         let _ = oci_volume_hook::ownership::host_owner(oci_volume_hook::config::Owner::ProcessUser, &view);

@@ -11,7 +11,20 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use oci_volume_hook::config::Config;
+use oci_volume_hook::prepare::{Caller, Preparer};
+use oci_volume_hook::refusal::Refusal;
+use oci_volume_hook::resolve;
+use oci_volume_hook::spec::View;
 use serde_json::{Value, json};
+
+/// Whether a refusal is a resolution error accepted by `pred`.
+fn resolving(r: &Refusal, pred: fn(&resolve::Error) -> bool) -> bool {
+    match r {
+        Refusal::Resolve(cause) => cause.error().downcast_ref().is_some_and(pred),
+        _ => false,
+    }
+}
 
 struct Ctx {
     f: Fixture,
@@ -56,8 +69,9 @@ impl Ctx {
 enum Expect {
     /// Prepared; the (rewritten) source must be inside the tenant and of this type.
     Prepared { dir: bool },
-    /// Refused with a message containing all of these.
-    Refused(&'static [&'static str]),
+    /// Refused with a message containing all of these, for the typed reason the predicate
+    /// accepts.
+    Refused(&'static [&'static str], fn(&Refusal) -> bool),
 }
 
 struct Case {
@@ -142,21 +156,27 @@ fn cases() -> Vec<Case> {
             },
             source: "a/x",
             destination: "/data",
-            expect: Expect::Refused(&["too many levels of symbolic links"]),
+            expect: Expect::Refused(&["too many levels of symbolic links"], |r| {
+                resolving(r, |e| matches!(e, resolve::Error::TooManyLinks { .. }))
+            }),
         },
         Case {
             name: "self loop as the final component",
             plant: |c| link("loop", c.tenant.join("loop")),
             source: "loop",
             destination: "/etc/localtime",
-            expect: Expect::Refused(&["too many levels of symbolic links"]),
+            expect: Expect::Refused(&["too many levels of symbolic links"], |r| {
+                resolving(r, |e| matches!(e, resolve::Error::TooManyLinks { .. }))
+            }),
         },
         Case {
             name: "a file as an intermediate component",
             plant: |c| std::fs::write(c.tenant.join("f"), "x").unwrap(),
             source: "f/x",
             destination: "/data",
-            expect: Expect::Refused(&["not a directory"]),
+            expect: Expect::Refused(&["not a directory"], |r| {
+                resolving(r, |e| matches!(e, resolve::Error::NotADirectory { .. }))
+            }),
         },
         Case {
             name: "FIFO where a file is wanted (never opened)",
@@ -170,7 +190,10 @@ fn cases() -> Vec<Case> {
             },
             source: "etc/localtime",
             destination: "/etc/localtime",
-            expect: Expect::Refused(&["FIFO"]),
+            expect: Expect::Refused(
+                &["FIFO"],
+                |r| matches!(r, Refusal::Special { kind } if kind.to_string() == "FIFO"),
+            ),
         },
         Case {
             name: "socket where a file is wanted",
@@ -181,7 +204,10 @@ fn cases() -> Vec<Case> {
             },
             source: "run/sock",
             destination: "/etc/localtime",
-            expect: Expect::Refused(&["socket"]),
+            expect: Expect::Refused(
+                &["socket"],
+                |r| matches!(r, Refusal::Special { kind } if kind.to_string() == "socket"),
+            ),
         },
         Case {
             name: "device node where a file is wanted",
@@ -197,7 +223,10 @@ fn cases() -> Vec<Case> {
             },
             source: "null",
             destination: "/etc/localtime",
-            expect: Expect::Refused(&["character device"]),
+            expect: Expect::Refused(
+                &["character device"],
+                |r| matches!(r, Refusal::Special { kind } if kind.to_string() == "character device"),
+            ),
         },
         Case {
             name: "hard link to a host file",
@@ -207,14 +236,16 @@ fn cases() -> Vec<Case> {
             },
             source: "etc/passwd",
             destination: "/etc/passwd",
-            expect: Expect::Refused(&["hard links"]),
+            expect: Expect::Refused(&["hard links"], |r| {
+                matches!(r, Refusal::HardLinked { links: 2 })
+            }),
         },
         Case {
             name: "`..` in the source path",
             plant: |_| {},
             source: "../user-titi/vol",
             destination: "/data",
-            expect: Expect::Refused(&["`..`"]),
+            expect: Expect::Refused(&["`..`"], |r| matches!(r, Refusal::DotDot { .. })),
         },
         Case {
             name: "doubled and trailing slashes",
@@ -228,7 +259,9 @@ fn cases() -> Vec<Case> {
             plant: |c| link(std::ffi::OsStr::from_bytes(b"/d\xff"), c.tenant.join("vol")),
             source: "vol",
             destination: "/data",
-            expect: Expect::Refused(&["not UTF-8"]),
+            expect: Expect::Refused(&["not UTF-8"], |r| {
+                matches!(r, Refusal::ResolvedNotUtf8 { .. })
+            }),
         },
         Case {
             name: "image: /etc/localtime -> zoneinfo file means a file",
@@ -315,6 +348,16 @@ fn precreate(f: &Fixture, doc: &Value) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// The typed reason planning gives for the container's bind mount (its last), if refused.
+fn planned_refusal(c: &Ctx, doc: &Value) -> Option<Refusal> {
+    let config = Config::load(Some(&c.f.config_path())).unwrap();
+    let view = View::of(doc, Path::new("/")).unwrap();
+    let plans = Preparer::new(&config, &view, Caller::Rewrite)
+        .plan()
+        .unwrap();
+    plans.last().and_then(|p| p.action.refusal().cloned())
+}
+
 #[test]
 fn planted_attacks_never_touch_anything_outside_the_chroot() {
     if !root_or_skip("hostile") {
@@ -332,6 +375,7 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
         );
         doc["root"]["path"] = json!(c.rootfs);
         let sentinels = c.sentinels();
+        let refusal = planned_refusal(&c, &doc);
         let o = precreate(&c.f, &doc);
         let after = c.sentinels();
         if sentinels != after {
@@ -374,11 +418,14 @@ fn planted_attacks_never_touch_anything_outside_the_chroot() {
                     ));
                 }
             }
-            Expect::Refused(needles) => {
+            Expect::Refused(needles, kind) => {
                 let line_ok = err.lines().count() == 1
                     && err.starts_with("oci-volume-hook: ")
                     && err.contains(case.destination)
                     && needles.iter().all(|n| err.contains(n));
+                if !refusal.as_ref().is_some_and(kind) {
+                    failures.push(format!("{}: planned {refusal:?}", case.name));
+                }
                 if o.status.success() || !line_ok || !o.stdout.is_empty() {
                     failures.push(format!(
                         "{}: expected refusal with {needles:?}, got status {} stderr {err:?}",

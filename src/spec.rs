@@ -98,11 +98,15 @@ pub struct View {
 }
 
 impl View {
-    /// `base` is where a relative `root.path` is taken from (the bundle directory).
+    /// `base` is the bundle directory, where relative paths are taken from: `root.path`, and
+    /// bind sources, which runc joins to the bundle (its working directory) — so that a
+    /// relative source reaching into a chroot is prepared, or refused, like an absolute one.
     pub fn of(doc: &Value, base: &Path) -> Result<View> {
         if !doc.is_object() {
             bail!("config.json is not a JSON object");
         }
+        let base =
+            &std::path::absolute(base).with_context(|| format!("bundle {}", base.display()))?;
         let rootfs = match doc.pointer("/root/path") {
             None | Some(Value::Null) => None,
             Some(Value::String(p)) if !p.is_empty() => Some(base.join(p)),
@@ -126,10 +130,11 @@ impl View {
                 };
                 let is_bind = typ == "bind" || has_opt("bind") || has_opt("rbind");
                 match m.source() {
+                    // Joined as written: a `..` stays for `chroot::place` to judge.
                     Some(source) if is_bind => binds.push(BindMount {
                         index,
                         destination: m.destination().clone(),
-                        source: source.clone(),
+                        source: base.join(source),
                     }),
                     _ => others.push((index, m.destination().clone(), typ)),
                 }
@@ -225,6 +230,26 @@ pub fn container_id(doc: &Value) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn relative_bind_sources_are_the_bundles_as_runc_takes_them() {
+        let doc = json!({"mounts": [
+            {"destination": "/a", "source": "data", "options": ["rbind"]},
+            {"destination": "/b", "source": "../../c/t/x", "options": ["rbind"]}
+        ]});
+        let v = View::of(&doc, Path::new("/run/b")).unwrap();
+        assert_eq!(v.binds[0].source, Path::new("/run/b/data"));
+        assert_eq!(v.binds[1].source, Path::new("/run/b/../../c/t/x"));
+        // `..` reaching a chroot is what `place` refuses, whatever the path it came in by.
+        let chroots = [crate::chroot::Pattern::parse("/c/*").unwrap()];
+        assert!(matches!(
+            crate::chroot::place(&chroots, &v.binds[1].source, true),
+            Err(crate::refusal::Refusal::DotDot { .. })
+        ));
+        let cwd = std::env::current_dir().unwrap();
+        let v = View::of(&doc, Path::new("bundle")).unwrap();
+        assert_eq!(v.binds[0].source, cwd.join("bundle/data"));
+    }
 
     #[test]
     fn finds_bind_mounts_and_keeps_the_rest() {

@@ -360,3 +360,48 @@ fn a_sigterm_during_create_never_leaves_the_staged_config_behind() {
     assert!(signalled > 0, "no SIGTERM ever cut a create short");
     assert_eq!(f.staging_left(), (vec![], vec![]));
 }
+
+/// runc joins a relative bind source to the bundle: one that reaches a chroot is judged like
+/// an absolute one (here refused for its `..`), never mounted unchecked; a relative source
+/// elsewhere is mounted as runc mounts it.
+#[test]
+fn a_relative_source_reaching_a_chroot_is_judged_not_mounted_unchecked() {
+    let Some(runc) = engine("wrapper_relative", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-rel");
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    std::fs::write(t.join("vol/f"), "tenant\n").unwrap();
+    std::fs::create_dir_all(f.path().join("plain")).unwrap();
+    std::fs::write(f.path().join("plain/f"), "plain\n").unwrap();
+    let b = f.bundle("b");
+    let (state, bundle) = (b.join("state"), b.to_str().unwrap().to_string());
+    let run = |source: &str, id: &str| {
+        let mounts = vec![bind(Path::new(source), "/m", true)];
+        write_config_json(&b, &runc_config("cat /m/f", mounts, None));
+        let root = state.to_str().unwrap();
+        wrapper(
+            &f,
+            Path::new("/"),
+            &["--root", root, "run", "--bundle", &bundle, id],
+        )
+    };
+    let o = run("../plain", "ovh-rel-1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "plain\n");
+    let o = run("../containerdata/user-rel/vol", "ovh-rel-2");
+    let err = stderr(&o);
+    assert!(!o.status.success(), "runc mounted it: {err}");
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("oci-volume-runtime: mount /m (source ") && err.contains("contains `..`"),
+        "{err}"
+    );
+}

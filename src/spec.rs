@@ -43,10 +43,32 @@ pub fn read_bundle_config(bundle: &Path) -> Result<Value> {
     parse_config(&bytes, &bundle.join("config.json"))
 }
 
+/// A file's identity (device and inode), to tell that a path still names what was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    pub fn of(fd: impl std::os::fd::AsFd) -> Result<FileId> {
+        let st = fstat(fd).context("fstat")?;
+        Ok(FileId {
+            dev: st.st_dev,
+            ino: st.st_ino,
+        })
+    }
+}
+
 /// The bytes of `<bundle>/config.json`. The bundle's path is the engine's (its symlinks are
 /// the host's and followed); config.json itself must be a regular file, opened without
 /// following a symlink and without blocking (a FIFO there would hang the engine forever).
 pub fn read_bundle_config_bytes(bundle: &Path) -> Result<Vec<u8>> {
+    read_bundle_config_file(bundle).map(|(bytes, _)| bytes)
+}
+
+/// [`read_bundle_config_bytes`], with the identity of the file read.
+pub fn read_bundle_config_file(bundle: &Path) -> Result<(Vec<u8>, FileId)> {
     let path = bundle.join("config.json");
     let cannot = || format!("bundle {}: cannot open config.json", bundle.display());
     let dir = openat(
@@ -66,7 +88,9 @@ pub fn read_bundle_config_bytes(bundle: &Path) -> Result<Vec<u8>> {
     if st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFREG.bits() {
         bail!("{}: not a regular file", path.display());
     }
-    read_bounded(std::fs::File::from(fd), &path.display().to_string())
+    let id = FileId::of(&fd)?;
+    let bytes = read_bounded(std::fs::File::from(fd), &path.display().to_string())?;
+    Ok((bytes, id))
 }
 
 /// Parses config.json's bytes, naming the file in errors.

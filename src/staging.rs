@@ -14,7 +14,7 @@
 //!   `<base>/<key>/<mount index>` ([`stage`]), taken away at poststop or swept later.
 
 use std::fs::DirBuilder;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -25,6 +25,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::Mode;
 
 use crate::resolve::Kind;
+use crate::spec::FileId;
 
 /// Where staging mounts live unless `staging_dir` says otherwise.
 pub const DEFAULT_BASE: &str = "/run/oci-volume-hook";
@@ -98,31 +99,126 @@ pub fn stage(
 }
 
 /// In a mount namespace of the caller's own (see [`private_namespace`]): mounts a tmpfs
-/// over `base`, then bind-mounts each pin at `<base>/<index>`.
+/// over `base` with room for `room` bytes of files (the edited config.json), then
+/// bind-mounts each pin at `<base>/<index>`.
 pub fn stage_private(
     base: &Path,
     pins: &[(usize, &OwnedFd, Kind)],
+    room: usize,
 ) -> Result<Vec<(usize, PathBuf)>> {
+    let size = format!("mode=0700,size={}k", 64 + room.div_ceil(1024));
     mount(
         Some("tmpfs"),
         base,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=0700,size=64k"),
+        Some(size.as_str()),
     )
     .with_context(|| format!("mounting a private tmpfs on {}", base.display()))?;
     mount_all(base, pins)
 }
 
 /// Moves the calling process into a mount namespace of its own, after making sure `base`
-/// is a private mount in the current one: mounts made below `base` in the new namespace then
-/// propagate nowhere, while every other mount keeps its propagation (shared volumes stay
-/// shared with the host). The caller must be single-threaded.
+/// is a private mount in the current one, and makes it private again in the new one: the
+/// host's propagation can change at any time (a `mount --make-rshared /`), and a tmpfs or
+/// bind mounted below a shared `base` would reach the host and every other wrapper's
+/// namespace. Every other mount keeps its propagation (shared volumes stay shared with the
+/// host). The caller must be single-threaded.
 pub fn private_namespace(base: &Path) -> Result<()> {
     drop(prepare_base(base)?);
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .context("creating a mount namespace for the runtime")?;
-    Ok(())
+    make_private(base)
+}
+
+/// `<base>` private, with everything below it: fails (EINVAL) when `base` is not a mount
+/// point, which [`prepare_base`] made it.
+fn make_private(base: &Path) -> Result<()> {
+    mount(
+        None::<&str>,
+        base,
+        None::<&str>,
+        MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {} a private mount", base.display()))
+}
+
+/// Shows the runtime `doc` as `<bundle>/config.json`, in this mount namespace only (see
+/// [`private_namespace`]; after [`stage_private`]): the document is written to
+/// `<base>/config.json` and bind-mounted over the bundle's file, which is never written.
+/// Two creates of one bundle each see their own document, and a wrapper killed at any
+/// moment leaves the bundle as the engine wrote it. `read` is the file the document was read
+/// from: the mount goes onto that very inode, or nowhere.
+pub fn show_config(base: &Path, bundle: &Path, doc: &[u8], read: FileId) -> Result<()> {
+    let staged = base.join("config.json");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&staged)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, doc))
+        .with_context(|| format!("writing {}", staged.display()))?;
+    // The new mount propagates wherever the bundle's mount does: make that one mount (only
+    // it: shared volumes on other mounts keep their peers) a slave here first. Staged sources
+    // were bound before, so a shared source on this very mount keeps its peers too.
+    let root = mount_root(bundle)?;
+    mount(
+        None::<&str>,
+        &root,
+        None::<&str>,
+        MsFlags::MS_SLAVE,
+        None::<&str>,
+    )
+    .with_context(|| format!("making {} a slave mount", root.display()))?;
+    let target = open(
+        &bundle.join("config.json"),
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}/config.json", bundle.display()))?;
+    if FileId::of(&target)? != read {
+        bail!(
+            "{}/config.json was replaced while it was being prepared",
+            bundle.display()
+        );
+    }
+    let target = format!("/proc/self/fd/{}", target.as_raw_fd());
+    mount(
+        Some(&staged),
+        target.as_str(),
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .with_context(|| format!("bind-mounting the edited config.json over {}", bundle.display()))
+}
+
+/// The mount point of the mount `dir` lies on: the highest ancestor of its canonical path
+/// with the same mount id (one statx per component, no mountinfo).
+fn mount_root(dir: &Path) -> Result<PathBuf> {
+    let canon =
+        std::fs::canonicalize(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let id = mount_id(&canon)?;
+    let mut root = canon.as_path();
+    while let Some(parent) = root.parent() {
+        if mount_id(parent)? != id {
+            break;
+        }
+        root = parent;
+    }
+    Ok(root.to_path_buf())
+}
+
+fn mount_id(path: &Path) -> Result<u64> {
+    rustix::fs::statx(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .map(|st| st.stx_mnt_id)
+    .with_context(|| format!("statx {}", path.display()))
 }
 
 /// Takes away precreate staging left by containers whose runtime never reached poststop
@@ -278,7 +374,7 @@ fn prepare_base(base: &Path) -> Result<Flock<OwnedFd>> {
             base.display()
         );
     }
-    if !is_mountpoint(base)? {
+    if !is_mountpoint(&*lock)? {
         mount(
             Some(base),
             base,
@@ -287,34 +383,22 @@ fn prepare_base(base: &Path) -> Result<Flock<OwnedFd>> {
             None::<&str>,
         )
         .with_context(|| format!("bind-mounting {} onto itself", base.display()))?;
-        mount(
-            None::<&str>,
-            base,
-            None::<&str>,
-            MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .with_context(|| format!("making {} a private mount", base.display()))?;
     }
+    // Every time, not once: whoever made it shared since (systemd, a `make-rshared /`)
+    // would have staging mounts reach the host's other namespaces.
+    make_private(base)?;
     Ok(lock)
 }
 
-fn is_mountpoint(path: &Path) -> Result<bool> {
-    let canon = std::fs::canonicalize(path)?;
-    let info =
-        std::fs::read_to_string("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
-    Ok(info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .any(|p| unescape(p) == canon.as_os_str().to_string_lossy()))
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    s.replace("\\040", " ")
-        .replace("\\011", "\t")
-        .replace("\\012", "\n")
-        .replace("\\134", "\\")
+/// Whether the directory behind `dir` is the root of a mount (statx, no mountinfo).
+fn is_mountpoint(dir: impl AsFd) -> Result<bool> {
+    use rustix::fs::{AtFlags, StatxAttributes, StatxFlags, statx};
+    let st = statx(dir, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS)
+        .context("statx of the staging directory")?;
+    if !st.stx_attributes_mask.contains(StatxAttributes::MOUNT_ROOT) {
+        bail!("this kernel does not report mount points (statx STATX_ATTR_MOUNT_ROOT, Linux 5.8)");
+    }
+    Ok(st.stx_attributes.contains(StatxAttributes::MOUNT_ROOT))
 }
 
 #[cfg(test)]

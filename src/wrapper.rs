@@ -3,11 +3,10 @@
 //! other subcommand execs the runtime at once.
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::atomic::{self, Durability::Volatile};
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
 use crate::runc_args::{self, Invocation};
@@ -81,20 +80,14 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
     match prepare_bundle(&config, inv) {
         Err(e) => fail(runtime_log, sink, &e),
         Ok(None) => exec(&runtime, args, runtime_log, sink),
-        // The staging mounts live in this process's own mount namespace: run the runtime in
-        // it as a child, then put config.json back as the engine wrote it, and only then
-        // end as the runtime did (dying of its signal included).
-        Ok(Some(staged)) => {
-            let ended = runtime::supervise(&runtime, args, &staged.signals);
-            if let Err(e) = staged.original.restore() {
-                tracing::error!("putting config.json back: {e:#}");
-            }
-            match ended {
-                Ok(Ended::Exited(code)) => code,
-                Ok(Ended::Killed(sig)) => runtime::die_like(sig),
-                Err(e) => fail(runtime_log, sink, &e),
-            }
-        }
+        // The staging mounts and the edited config.json live in this process's own mount
+        // namespace: run the runtime in it as a child, and end as it did (dying of its
+        // signal included).
+        Ok(Some(signals)) => match runtime::supervise(&runtime, args, &signals) {
+            Ok(Ended::Exited(code)) => code,
+            Ok(Ended::Killed(sig)) => runtime::die_like(sig),
+            Err(e) => fail(runtime_log, sink, &e),
+        },
     }
 }
 
@@ -109,65 +102,44 @@ fn config_path_hint() -> String {
     )
 }
 
-/// A bundle whose config.json points at staging mounts: the signals that could stop the
-/// wrapper are blocked until it has put the original back.
-struct Staged {
-    original: Original,
-    signals: runtime::Blocked,
-}
-
-/// config.json as the engine wrote it, to put back once the runtime has read the pinned one.
-struct Original {
-    path: PathBuf,
-    bytes: Vec<u8>,
-}
-
-impl Original {
-    fn restore(&self) -> Result<()> {
-        atomic::replace(&self.path, &self.bytes, Volatile)
-    }
-}
-
-/// Prepares the bundle's sources. When some are pinned, moves this process into a mount
-/// namespace of its own holding the staging mounts and replaces config.json (atomically) with
-/// the edited document; returns the original to put back. When only in-chroot paths changed,
-/// replaces config.json for good.
-fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Staged>> {
+/// Prepares the bundle's sources. When config.json must change (pinned sources, sources
+/// rewritten to their path inside the chroot), moves this process into a mount namespace of
+/// its own holding the staging mounts and the edited document shown over the bundle's
+/// config.json, and returns the signals blocked for [`runtime::supervise`]. The bundle's
+/// file is never written.
+fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<runtime::Blocked>> {
     let bundle = match inv.bundle() {
         Some(b) => b.to_path_buf(),
         None => std::env::current_dir().context("working directory")?,
     };
-    let path = bundle.join("config.json");
-    let bytes = spec::read_bundle_config_bytes(&bundle)?;
-    let mut doc = spec::parse_config(&bytes, &path)?;
+    let (bytes, read) = spec::read_bundle_config_file(&bundle)?;
+    let mut doc = spec::parse_config(&bytes, &bundle.join("config.json"))?;
     let before = doc.clone();
     let base = &config.staging_dir;
     // Descriptors can only be bind-mounted in the namespace they were opened in: move first.
-    let pinning = config.pin_sources != Pin::Never;
     let view = spec::View::of(&doc, &bundle)?;
-    if pinning && sources::any_in_chroots(config, &view) {
+    let moved = config.pin_sources != Pin::Never && sources::any_in_chroots(config, &view);
+    if moved {
         staging::private_namespace(base)?;
     }
     let prepared = sources::prepare(config, &view, &mut doc)?;
-    if prepared.pins.is_empty() {
-        if doc != before {
-            atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;
-        }
+    if prepared.pins.is_empty() && doc == before {
         return Ok(None);
+    }
+    if !moved {
+        staging::private_namespace(base)?;
     }
     let pins: Vec<_> = prepared
         .pins
         .iter()
         .map(|p| (p.index, &p.node.fd, p.node.kind))
         .collect();
-    let staged = staging::stage_private(base, &pins)?;
+    let staged = staging::stage_private(base, &pins, bytes.len())?;
     sources::point_at(&mut doc, &staged, base)?;
-    // From here an engine's SIGTERM waits for the runtime, rather than killing the wrapper
-    // with the staged config.json in place.
-    let signals = runtime::block_signals()?;
-    atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;
-    let original = Original { path, bytes };
-    Ok(Some(Staged { original, signals }))
+    let edited = serde_json::to_vec(&doc)?;
+    staging::show_config(base, &bundle, &edited, read)?;
+    // From here an engine's signals wait for the runtime, which they are passed on to.
+    runtime::block_signals().map(Some)
 }
 
 /// Reports a failure: one line on stderr (the one line an engine shows), the log, and

@@ -191,7 +191,12 @@ pub fn show_config(base: &Path, bundle: &Path, doc: &[u8], read: FileId) -> Resu
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .with_context(|| format!("bind-mounting the edited config.json over {}", bundle.display()))
+    .with_context(|| {
+        format!(
+            "bind-mounting the edited config.json over {}",
+            bundle.display()
+        )
+    })
 }
 
 /// The mount point of the mount `dir` lies on: the highest ancestor of its canonical path

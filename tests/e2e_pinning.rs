@@ -360,3 +360,167 @@ fn one_id_in_two_runtime_roots_gets_its_own_sources() {
     }
     assert_eq!(staging_mounts(&f.staging()), 0);
 }
+
+/// Runs `oci-volume-runtime run ID` in bundle `b` with runtime root `root`, output captured.
+fn run_in(f: &Fixture, b: &Path, root: &Path, id: &str) -> std::process::Child {
+    Command::new(wrapper_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .arg("--root")
+        .arg(root)
+        .args(["run", id])
+        .current_dir(b)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The staging directory is a shared mount (a systemd tmpfs under /run, a later
+/// `mount --make-rshared /`): the wrapper's staging mounts must still reach no other
+/// namespace. Made shared by hand, the old wrapper's tmpfs and binds propagated to the host
+/// and into the other wrapper's namespace, which then mounted the other tenant's volume.
+#[test]
+fn a_shared_staging_mount_never_hands_one_tenant_anothers_volume() {
+    let Some(runc) = engine("shared_staging", "runc") else {
+        return;
+    };
+    use nix::mount::{MsFlags, mount};
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    std::fs::create_dir_all(f.staging()).unwrap();
+    std::fs::set_permissions(
+        f.staging(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(
+        Some("tmpfs"),
+        &f.staging(),
+        Some("tmpfs"),
+        flags,
+        Some("mode=0700"),
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &f.staging(),
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    let bundle = |tenant: &str| {
+        let t = f.tenant(tenant);
+        std::fs::create_dir_all(t.join("vol")).unwrap();
+        std::fs::write(t.join("vol/marker"), format!("{tenant}\n")).unwrap();
+        let b = f.bundle(&format!("b-{tenant}"));
+        let script = "sleep 0.2; cat /v/marker";
+        write_config_json(
+            &b,
+            &runc_config(script, vec![bind(&t.join("vol"), "/v", true)], None),
+        );
+        b
+    };
+    let (ba, bb) = (bundle("user-a"), bundle("user-b"));
+    let root = f.path().join("state");
+    for i in 0..40 {
+        let a = run_in(&f, &ba, &root, &format!("ovh-sa-{i}"));
+        let b = run_in(&f, &bb, &root, &format!("ovh-sb-{i}"));
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        assert!(
+            a.status.success() && b.status.success(),
+            "{} {}",
+            stderr(&a),
+            stderr(&b)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&a.stdout),
+            "user-a\n",
+            "start {i}: tenant A"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&b.stdout),
+            "user-b\n",
+            "start {i}: tenant B"
+        );
+    }
+    assert_eq!(
+        staging_mounts(&f.staging()),
+        0,
+        "staging mounts on the host"
+    );
+}
+
+/// One bundle, many creates at once (an engine reusing a bundle, a `runc run` service
+/// restarted): each runc reads its own edited config.json. The old wrapper rewrote the
+/// bundle's file and put the original back, so a second runc could read the original and
+/// follow the tenant's symlink to the host. Killing wrappers at any moment never changes
+/// the bundle's file either.
+#[test]
+fn creates_of_one_bundle_at_once_each_read_their_own_config_and_never_the_hosts() {
+    let Some(runc) = engine("bundle_reuse", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let secret = f.path().join("host-secret");
+    std::fs::create_dir_all(&secret).unwrap();
+    std::fs::write(secret.join("secret"), "host data\n").unwrap();
+    let t = f.tenant("user-r");
+    // Inside the chroot this names <chroot>/<secret>; on the host, the host's directory.
+    std::os::unix::fs::symlink(&secret, t.join("vol")).unwrap();
+    let b = f.bundle("b");
+    let script = "cat /v/secret 2>/dev/null || echo safe";
+    write_config_json(
+        &b,
+        &runc_config(script, vec![bind(&t.join("vol"), "/v", false)], None),
+    );
+    let config = b.join("config.json");
+    let (bytes, written) = (std::fs::read(&config).unwrap(), mtime(&config));
+    let root = f.path().join("state");
+    for round in 0..25 {
+        let runs: Vec<_> = (0..4)
+            .map(|i| run_in(&f, &b, &root, &format!("ovh-reuse-{round}-{i}")))
+            .collect();
+        for (i, run) in runs.into_iter().enumerate() {
+            let o = run.wait_with_output().unwrap();
+            assert!(o.status.success(), "{}", stderr(&o));
+            let out = String::from_utf8_lossy(&o.stdout);
+            assert_eq!(
+                out, "safe\n",
+                "round {round}, create {i} read the host's directory"
+            );
+        }
+    }
+    for i in 0..40u64 {
+        let mut child = run_in(&f, &b, &root, &format!("ovh-reuse-kill-{i}"));
+        std::thread::sleep(Duration::from_micros((i * 7919) % 30_000));
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = child.wait();
+    }
+    assert_eq!(
+        std::fs::read(&config).unwrap(),
+        bytes,
+        "config.json changed"
+    );
+    assert_eq!(mtime(&config), written, "config.json was written");
+    let o = run_in(&f, &b, &root, "ovh-reuse-after")
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "safe\n",
+        "{}",
+        stderr(&o)
+    );
+    assert!(!secret.join("x").exists() && std::fs::read_dir(&secret).unwrap().count() == 1);
+}
+
+fn mtime(p: &Path) -> std::time::SystemTime {
+    std::fs::metadata(p).unwrap().modified().unwrap()
+}

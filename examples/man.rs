@@ -10,7 +10,7 @@ fn main() -> std::io::Result<()> {
             .unwrap_or_else(|| "target/man".into()),
     );
     std::fs::create_dir_all(&dir)?;
-    for (stem, cmd) in oci_volume_hook::manual::pages() {
+    for (stem, cmd) in oci_volume_hook::manual::pages(oci_volume_hook::hook::command()) {
         let mut page = Vec::new();
         clap_mangen::Man::new(cmd).section("1").render(&mut page)?;
         std::fs::write(dir.join(format!("{stem}.1")), page)?;

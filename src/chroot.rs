@@ -7,7 +7,6 @@ use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Result, bail};
 
-use crate::refusal::Refusal;
 use serde::Deserialize;
 
 /// A chroot pattern such as `/containerdata/*`: absolute, `*` standing for exactly one component.
@@ -95,17 +94,17 @@ impl Pattern {
     /// would expose chroots: it is one of their ancestors (`/` excepted: binding the whole
     /// host is an explicit choice), or it lies under the directory holding the `*` chroots
     /// without being in one.
-    fn exposes(&self, comps: &[&OsStr]) -> Option<Refusal> {
+    fn exposes(&self, comps: &[&OsStr]) -> Option<Misplaced> {
         let n = self.parts.len();
         if !comps.is_empty() && comps.len() < n && self.matches_prefix(comps) {
-            return Some(Refusal::AncestorOfChroots {
+            return Some(Misplaced::AncestorOfChroots {
                 pattern: self.text.clone(),
             });
         }
         let base = self.parts.iter().position(|p| *p == Part::Any)?;
         let under_base = comps.len() > base && self.matches_prefix(&comps[..base]);
         if under_base && !self.matches_prefix(comps) {
-            return Some(Refusal::BesideChroots {
+            return Some(Misplaced::BesideChroots {
                 pattern: self.text.clone(),
             });
         }
@@ -128,6 +127,29 @@ pub const PATH_MAX: usize = 4096;
 /// The most components a source may have below its chroot.
 pub const MAX_COMPONENTS: usize = 256;
 
+/// Why a source must be refused for where it lies, before anything is opened.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Misplaced {
+    #[error("the source is {len} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})")]
+    SourceTooLong { len: usize },
+    #[error("path contains a NUL byte")]
+    NulByte,
+    /// `..` once the path reached a chroot, or landing in one: the host would resolve it
+    /// through the tenant's symlinks (`<chroot>/..` is every tenant's base).
+    #[error("path {} contains `..`", .path.display())]
+    DotDot { path: PathBuf },
+    #[error("the source has {below} components below its chroot, more than {MAX_COMPONENTS}")]
+    TooDeep { below: usize },
+    #[error(
+        "is an ancestor of the chroots {pattern}: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
+    )]
+    AncestorOfChroots { pattern: String },
+    #[error(
+        "lies beside the chroots {pattern}, in no chroot: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
+    )]
+    BesideChroots { pattern: String },
+}
+
 /// Where a bind-mount source lies with respect to the chroots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Place {
@@ -149,18 +171,18 @@ pub fn place(
     patterns: &[Pattern],
     source: &Path,
     refuse_bases: bool,
-) -> std::result::Result<Place, Refusal> {
+) -> std::result::Result<Place, Misplaced> {
     let bytes = source.as_os_str().as_bytes();
     if bytes.len() >= PATH_MAX {
-        return Err(Refusal::SourceTooLong { len: bytes.len() });
+        return Err(Misplaced::SourceTooLong { len: bytes.len() });
     }
     if !source.is_absolute() {
         return Ok(Place::Outside);
     }
     if bytes.contains(&0) {
-        return Err(Refusal::NulByte);
+        return Err(Misplaced::NulByte);
     }
-    let dot_dot = || Refusal::DotDot {
+    let dot_dot = || Misplaced::DotDot {
         path: source.to_path_buf(),
     };
     let at_or_in_chroot = |comps: &[&OsStr]| patterns.iter().any(|p| p.matches(comps));
@@ -186,7 +208,7 @@ pub fn place(
         if p.matches(&comps) && comps.len() > p.parts.len() {
             let n = p.parts.len();
             if comps.len() - n > MAX_COMPONENTS {
-                return Err(Refusal::TooDeep {
+                return Err(Misplaced::TooDeep {
                     below: comps.len() - n,
                 });
             }
@@ -330,7 +352,7 @@ mod tests {
                 "/var/../containerdata/user-dd/x",
             ] {
                 let e = place(&p, Path::new(bad), refuse).unwrap_err();
-                assert!(matches!(e, Refusal::DotDot { .. }), "{bad}: {e:?}");
+                assert!(matches!(e, Misplaced::DotDot { .. }), "{bad}: {e:?}");
                 assert!(e.to_string().contains("contains `..`"), "{bad}: {e}");
             }
         }
@@ -353,14 +375,14 @@ mod tests {
             ("/home", true),
         ] {
             match place(&p, Path::new(bad), true) {
-                Err(Refusal::AncestorOfChroots { .. }) if ancestor => {}
-                Err(Refusal::BesideChroots { .. }) if !ancestor => {}
+                Err(Misplaced::AncestorOfChroots { .. }) if ancestor => {}
+                Err(Misplaced::BesideChroots { .. }) if !ancestor => {}
                 other => panic!("{bad}: {other:?}"),
             }
         }
         assert!(matches!(
             place(&p, Path::new("/containerdata/user-dd/.."), true),
-            Err(Refusal::DotDot { .. })
+            Err(Misplaced::DotDot { .. })
         ));
         for (refuse, ok) in [
             (true, "/"),
@@ -391,12 +413,12 @@ mod tests {
         let long = format!("/c/t/{}", "a".repeat(PATH_MAX));
         assert!(matches!(
             place(&p, Path::new(&long), true),
-            Err(Refusal::SourceTooLong { len }) if len == long.len()
+            Err(Misplaced::SourceTooLong { len }) if len == long.len()
         ));
         let deep = format!("/c/t{}", "/a".repeat(MAX_COMPONENTS + 1));
         assert!(matches!(
             place(&p, Path::new(&deep), true),
-            Err(Refusal::TooDeep { below }) if below == MAX_COMPONENTS + 1
+            Err(Misplaced::TooDeep { below }) if below == MAX_COMPONENTS + 1
         ));
         let ok = format!("/c/t{}", "/a".repeat(MAX_COMPONENTS));
         assert!(place(&p, Path::new(&ok), true).is_ok());

@@ -48,6 +48,13 @@ impl Ownership {
     }
 }
 
+/// journald's native socket, unless `log.journald_socket` says otherwise.
+pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+/// The syslog socket, unless `log.syslog_socket` says otherwise.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+/// Where staging mounts live unless `staging_dir` says otherwise.
+pub const DEFAULT_STAGING_DIR: &str = "/run/oci-volume-hook";
+
 /// Where log lines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -84,8 +91,8 @@ impl Default for Log {
             level: "info".into(),
             target: LogTarget::Auto,
             file: None,
-            journald_socket: crate::logging::JOURNALD_SOCKET.into(),
-            syslog_socket: crate::logging::SYSLOG_SOCKET.into(),
+            journald_socket: JOURNALD_SOCKET.into(),
+            syslog_socket: SYSLOG_SOCKET.into(),
         }
     }
 }
@@ -170,7 +177,7 @@ impl Default for Config {
             seed_from_host: Vec::new(),
             allow_annotations: true,
             pin_sources: Pin::Always,
-            staging_dir: PathBuf::from(crate::staging::DEFAULT_BASE),
+            staging_dir: PathBuf::from(DEFAULT_STAGING_DIR),
             runtime: "runc".into(),
             log: Log::default(),
         }

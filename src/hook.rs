@@ -19,13 +19,29 @@ use crate::sources;
 use crate::spec::{self, View};
 use crate::staging;
 
-pub const BIN: &str = "oci-volume-hook";
+pub use crate::names::HOOK as BIN;
 
 /// Prepares bind-mount sources inside tenant chroots: creates them with the type the image
 /// needs and gives them to the host ids the container user maps to, never acting outside
 /// the chroot.
+/// What `oci-volume-hook --help` adds below the options, and its manual's extra sections.
+const AFTER_HELP: &str = "\
+Every mount is planned first: if one cannot be fixed, nothing is changed and the container is
+refused with one line on stderr starting with `oci-volume-hook:`, naming the mount and the
+reason; the same line is logged (journald, syslog, else /var/log/oci-volume-hook.log).
+
+Annotations: io.oci-volume-hook.enabled=false disables the tool for one container;
+io.oci-volume-hook.owner and io.oci-volume-hook.ownership override the configuration. Unknown
+keys and values are errors.
+
+Files: /etc/oci-volume-hook/config.toml (see oci-volume-hook.toml(5)),
+/usr/share/oci-volume-hook/hooks.d/, /etc/containers/containers.conf.d/50-oci-volume-hook.conf,
+/run/oci-volume-hook/ (staging), /var/log/oci-volume-hook.log.
+
+See also: oci-volume-runtime(1), oci-volume-hook.toml(5), podman(1), runc(8).";
+
 #[derive(Parser, Debug)]
-#[command(name = BIN, version, about, long_about = None, disable_help_subcommand = true, after_long_help = crate::manual::HOOK_AFTER_HELP)]
+#[command(name = BIN, version, about, long_about = None, disable_help_subcommand = true, after_long_help = AFTER_HELP)]
 struct Cli {
     /// Configuration file [default: $OCI_VOLUME_HOOK_CONFIG, else /etc/oci-volume-hook/config.toml]
     #[arg(long, global = true, value_name = "PATH")]

@@ -17,8 +17,8 @@ use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::{self, Config};
 use crate::configure::{self, Change, RUNTIME_NAME, containerd, crio, under};
-use crate::hook::BIN;
 use crate::logging::{self, Sink};
+use crate::names::HOOK as BIN;
 
 /// First line of a configuration this installer wrote: it may replace it, never another.
 pub const CONFIG_MARK: &str =

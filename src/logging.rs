@@ -29,8 +29,6 @@ use crate::config::{Log, LogTarget};
 
 /// Where `auto` writes when neither journald nor syslog answers.
 pub const DEFAULT_FILE: &str = "/var/log/oci-volume-hook.log";
-pub const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
-pub const SYSLOG_SOCKET: &str = "/dev/log";
 
 /// Lines dropped since the last line that got through.
 static DROPPED: AtomicU64 = AtomicU64::new(0);

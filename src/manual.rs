@@ -4,22 +4,6 @@
 
 use clap::{Arg, ArgAction, Command};
 
-/// What `oci-volume-hook --help` adds below the options, and its manual's extra sections.
-pub const HOOK_AFTER_HELP: &str = "\
-Every mount is planned first: if one cannot be fixed, nothing is changed and the container is
-refused with one line on stderr starting with `oci-volume-hook:`, naming the mount and the
-reason; the same line is logged (journald, syslog, else /var/log/oci-volume-hook.log).
-
-Annotations: io.oci-volume-hook.enabled=false disables the tool for one container;
-io.oci-volume-hook.owner and io.oci-volume-hook.ownership override the configuration. Unknown
-keys and values are errors.
-
-Files: /etc/oci-volume-hook/config.toml (see oci-volume-hook.toml(5)),
-/usr/share/oci-volume-hook/hooks.d/, /etc/containers/containers.conf.d/50-oci-volume-hook.conf,
-/run/oci-volume-hook/ (staging), /var/log/oci-volume-hook.log.
-
-See also: oci-volume-runtime(1), oci-volume-hook.toml(5), podman(1), runc(8).";
-
 const RUNTIME_ABOUT: &str =
     "runc-compatible wrapper that prepares volume sources in tenant chroots";
 
@@ -58,7 +42,7 @@ See also: oci-volume-hook(1), oci-volume-hook.toml(5), runc(8).";
 
 /// The wrapper's command line, for its manual only: every argument goes to runc as it is.
 pub fn runtime_command() -> Command {
-    Command::new(crate::wrapper::BIN)
+    Command::new(crate::names::RUNTIME)
         .version(env!("CARGO_PKG_VERSION"))
         .about(RUNTIME_ABOUT)
         .long_about(RUNTIME_LONG_ABOUT)
@@ -77,13 +61,13 @@ pub fn runtime_command() -> Command {
 }
 
 /// Every manual page to write: (file stem, command), the command and each visible
-/// subcommand, git-style (`oci-volume-hook-configure-docker`).
-pub fn pages() -> Vec<(String, Command)> {
+/// subcommand, git-style (`oci-volume-hook-configure-docker`); `hook` is the hook binary's
+/// command line (`hook::command()`).
+pub fn pages(mut hook: Command) -> Vec<(String, Command)> {
     let mut out = Vec::new();
-    let mut hook = crate::hook::command();
     hook.build();
-    collect(&mut out, crate::hook::BIN, crate::hook::BIN, hook);
-    out.push((crate::wrapper::BIN.to_string(), runtime_command()));
+    collect(&mut out, crate::names::HOOK, crate::names::HOOK, hook);
+    out.push((crate::names::RUNTIME.to_string(), runtime_command()));
     out
 }
 

@@ -127,7 +127,7 @@ pub fn sweep_stale(config: &Config) {
 fn spawn_reaper(config: &Config, key: &staging::Key, userdata: Option<&Path>) {
     let parent = std::os::unix::process::parent_id();
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg0(crate::hook::BIN)
+    cmd.arg0(crate::names::HOOK)
         .args(["reap-precreate", "--staging-dir"])
         .arg(&config.staging_dir)
         .args(["--key", key.as_str(), "--parent"])

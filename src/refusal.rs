@@ -7,32 +7,16 @@ use std::sync::Arc;
 
 use nix::errno::Errno;
 
-use crate::chroot::{MAX_COMPONENTS, PATH_MAX};
-use crate::prepare::Wanted;
+use crate::chroot::{Misplaced, PATH_MAX};
 use crate::resolve::Kind;
+use crate::wanted::Wanted;
 
 /// Why one mount cannot be prepared. The container is refused before anything changes.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
-    // Where the source lies (`chroot::place`).
-    #[error("the source is {len} bytes long: paths must be shorter than PATH_MAX ({PATH_MAX})")]
-    SourceTooLong { len: usize },
-    #[error("path contains a NUL byte")]
-    NulByte,
-    /// `..` once the path reached a chroot, or landing in one: the host would resolve it
-    /// through the tenant's symlinks (`<chroot>/..` is every tenant's base).
-    #[error("path {} contains `..`", .path.display())]
-    DotDot { path: PathBuf },
-    #[error("the source has {below} components below its chroot, more than {MAX_COMPONENTS}")]
-    TooDeep { below: usize },
-    #[error(
-        "is an ancestor of the chroots {pattern}: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
-    )]
-    AncestorOfChroots { pattern: String },
-    #[error(
-        "lies beside the chroots {pattern}, in no chroot: it would hand out other tenants' chroots (refuse_chroot_bases = true)"
-    )]
-    BesideChroots { pattern: String },
+    /// Where the source lies (`chroot::place`).
+    #[error(transparent)]
+    Misplaced(#[from] Misplaced),
 
     // The chroot.
     #[error("chroot {} does not exist (create_chroots = false)", .chroot.display())]

@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 use nix::sys::signal::{SigSet, Signal, kill, raise};
 use nix::unistd::Pid;
 
-use crate::wrapper::BIN;
+use crate::names::RUNTIME as BIN;
 
 /// The signals an engine sends a runtime that the wrapper passes on.
 const FORWARDED: [Signal; 7] = [

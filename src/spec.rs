@@ -268,7 +268,7 @@ mod tests {
         let chroots = [crate::chroot::Pattern::parse("/c/*").unwrap()];
         assert!(matches!(
             crate::chroot::place(&chroots, &v.binds[1].source, true),
-            Err(crate::refusal::Refusal::DotDot { .. })
+            Err(crate::chroot::Misplaced::DotDot { .. })
         ));
         let cwd = std::env::current_dir().unwrap();
         let v = View::of(&doc, Path::new("bundle")).unwrap();

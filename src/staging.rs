@@ -27,9 +27,6 @@ use nix::sys::stat::Mode;
 use crate::resolve::Kind;
 use crate::spec::FileId;
 
-/// Where staging mounts live unless `staging_dir` says otherwise.
-pub const DEFAULT_BASE: &str = "/run/oci-volume-hook";
-
 /// The name of one container's staging directory under the base: no `/`, not `.` or `..`,
 /// no NUL, 1 to 200 bytes. Checked once, where the name comes in (a container id, a
 /// precreate key, a directory read back); the staging functions take nothing else.

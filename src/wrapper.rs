@@ -15,7 +15,7 @@ use crate::sources;
 use crate::spec;
 use crate::staging;
 
-pub const BIN: &str = "oci-volume-runtime";
+pub use crate::names::RUNTIME as BIN;
 
 /// The wrapper's main: never returns on success (the runtime replaces it, or it exits as the
 /// runtime did); returns the exit status otherwise.

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use oci_volume_hook::chroot::Misplaced;
 use oci_volume_hook::config::Config;
 use oci_volume_hook::prepare::{Caller, Preparer};
 use oci_volume_hook::refusal::Refusal;
@@ -245,7 +246,9 @@ fn cases() -> Vec<Case> {
             plant: |_| {},
             source: "../user-titi/vol",
             destination: "/data",
-            expect: Expect::Refused(&["`..`"], |r| matches!(r, Refusal::DotDot { .. })),
+            expect: Expect::Refused(&["`..`"], |r| {
+                matches!(r, Refusal::Misplaced(Misplaced::DotDot { .. }))
+            }),
         },
         Case {
             name: "doubled and trailing slashes",

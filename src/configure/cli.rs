@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{Change, DEFAULT_WRAPPER, Outcome, RUNTIME_NAME, containerd, crio, describe};
-use crate::hook::BIN;
 use crate::logging::{self, Sink};
+use crate::names::HOOK as BIN;
 
 #[derive(Subcommand, Debug)]
 pub enum Engine {

@@ -41,7 +41,7 @@ impl Preparer<'_> {
             self.config.refuse_chroot_bases,
         );
         Ok(match place {
-            Err(r) => host(Action::Refuse(r), ""),
+            Err(r) => host(Action::Refuse(r.into()), ""),
             Ok(Place::Inside(_)) if !settings.enabled => host(
                 Action::Nothing,
                 &format!("disabled for this container by annotation {ANNOTATION_PREFIX}enabled"),

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::chroot::Misplaced;
 use crate::refusal::Refused;
 use crate::resolve;
 
@@ -176,11 +177,11 @@ fn refusals_are_typed() {
     ));
     assert!(matches!(
         refusal("/data", "/containerdata/t1/.."),
-        Some(Refusal::DotDot { .. })
+        Some(Refusal::Misplaced(Misplaced::DotDot { .. }))
     ));
     assert!(matches!(
         refusal("/data", "/containerdata"),
-        Some(Refusal::AncestorOfChroots { .. })
+        Some(Refusal::Misplaced(Misplaced::AncestorOfChroots { .. }))
     ));
     let deep = format!(
         "/containerdata/t1/{}",
@@ -188,7 +189,7 @@ fn refusals_are_typed() {
     );
     assert!(matches!(
         refusal("/data", &deep),
-        Some(Refusal::TooDeep { below }) if below == chroot::MAX_COMPONENTS + 1
+        Some(Refusal::Misplaced(Misplaced::TooDeep { below })) if below == chroot::MAX_COMPONENTS + 1
     ));
 }
 

@@ -22,9 +22,10 @@
 //!    plan comes back with the descriptor that was checked ([`prepare::Prepared`]).
 //! 5. [`staging::stage_private`] bind-mounts each descriptor at `<staging_dir>/<index>`;
 //!    [`sources::point_at`] edits config.json as a `serde_json::Value`
-//!    ([`spec::set_source`]); [`runtime::block_signals`], then [`atomic::replace`] writes it.
-//! 6. [`runtime::supervise`] runs runc in that namespace with the argv unchanged, passing
-//!    signals on; config.json is put back byte for byte and the wrapper exits as runc did.
+//!    ([`spec::set_source`]); [`staging::show_config`] bind-mounts the edited document over
+//!    the bundle's config.json in that namespace only (the bundle's file is never written).
+//! 6. [`runtime::block_signals`], then [`runtime::supervise`] runs runc in that namespace
+//!    with the argv unchanged, passing signals on; the wrapper exits as runc did.
 //!
 //! podman's precreate stage ([`precreate`]) and the OCI hook ([`hook`]) enter at step 3.
 

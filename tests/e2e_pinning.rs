@@ -524,3 +524,73 @@ fn creates_of_one_bundle_at_once_each_read_their_own_config_and_never_the_hosts(
 fn mtime(p: &Path) -> std::time::SystemTime {
     std::fs::metadata(p).unwrap().modified().unwrap()
 }
+
+/// podman's precreate stages on the host: a staging directory made shared since (a peer
+/// mounted elsewhere stands for another namespace) must not carry its mounts to the peer.
+/// The previous code made it private only when it was not a mount point yet.
+#[test]
+fn precreate_staging_under_a_shared_staging_mount_reaches_no_peer() {
+    if !root_or_skip("precreate_shared_staging") {
+        return;
+    }
+    use nix::mount::{MsFlags, mount};
+    let f = Fixture::new();
+    let (staging, peer) = (f.staging(), f.path().join("peer"));
+    for d in [&staging, &peer] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::set_permissions(
+        &staging,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    mount(
+        Some("tmpfs"),
+        &staging,
+        Some("tmpfs"),
+        MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &staging,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        Some(&staging),
+        &peer,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    let t = f.tenant("user-p");
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    let b = f.bundle("b");
+    let mut doc = runc_config("true", vec![bind(&t.join("vol"), "/v", false)], None);
+    doc["root"]["path"] = json!(b.join("rootfs"));
+    let o = f.hook(&["precreate"], &serde_json::to_vec(&doc).unwrap());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mounts = out["mounts"].as_array().unwrap();
+    let v = mounts.iter().find(|m| m["destination"] == "/v").unwrap();
+    let staged = v["source"].as_str().unwrap().to_string();
+    assert!(
+        staged.starts_with(staging.to_str().unwrap()),
+        "pinned: {staged}"
+    );
+    assert!(
+        mounts_below(&staging)
+            .iter()
+            .any(|m| Path::new(m) == Path::new(&staged))
+    );
+    assert_eq!(
+        mounts_below(&peer),
+        vec![peer.to_str().unwrap().to_string()],
+        "reached the peer"
+    );
+}

@@ -293,8 +293,10 @@ fn narrowed(action: Action, reason: String) -> Decision {
             refused(Refusal::DisabledByAnnotation { needs })
         }
         Action::Nothing => {
+            // (`plan_owner` words it for `ownership = none`, which this stands for.)
+            let what = reason.split(';').next().unwrap_or_default();
             let reason = format!(
-                "{reason}; annotation {ANNOTATION_PREFIX}enabled=\"false\": nothing created, repaired or given an owner"
+                "{what}; annotation {ANNOTATION_PREFIX}enabled=\"false\": nothing created, repaired or given an owner (still resolved in the chroot)"
             );
             (Action::Nothing, reason)
         }

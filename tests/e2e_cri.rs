@@ -352,6 +352,17 @@ fn node_installer_image_registers_then_unregisters_on_sigterm() {
         Some(true),
         "runc's options kept"
     );
+    // The ConfigMap lets pods only narrow: those keys alone are passed to the wrapper.
+    let narrow = ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"];
+    for key in ["pod_annotations", "container_annotations"] {
+        let passed: Vec<&str> = handler[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(toml::Value::as_str)
+            .collect();
+        assert_eq!(passed, narrow, "{key}");
+    }
     assert_eq!(read(&calls), "restart containerd\n");
     assert!(
         c.log_lines("node", "installer")

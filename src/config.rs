@@ -152,9 +152,15 @@ pub struct Config {
     /// Host files copied into a chroot when the tool creates the same path there, e.g.
     /// `/etc/localtime` into `<chroot>/etc/localtime`. The host's own symlinks are followed.
     pub seed_from_host: Vec<PathBuf>,
-    /// Whether containers may change `owner`/`ownership` or disable the tool through
-    /// `io.oci-volume-hook.*` annotations.
-    pub allow_annotations: bool,
+    /// The `io.oci-volume-hook.*` annotations a container may use: `KEY` (any value) or
+    /// `KEY=VALUE` (that value only). Default [`DEFAULT_ALLOWED`]: only what narrows.
+    #[serde(rename = "allowed_annotations")]
+    allowed_raw: Option<Vec<String>>,
+    /// Deprecated: `false` is `allowed_annotations = []`, `true` the default list.
+    allow_annotations: Option<bool>,
+    /// What `allowed_annotations` (or `allow_annotations`) comes to, checked.
+    #[serde(skip)]
+    pub allowed_annotations: Vec<Allowed>,
     /// Pin each prepared source (wrapper and precreate): bind-mount the checked inode onto a
     /// root-only staging path and point config.json there, so the runtime cannot be made to
     /// mount anything else by a symlink swapped in after the check.
@@ -175,7 +181,9 @@ impl Default for Config {
             owner: Owner::default(),
             ownership: Ownership::default(),
             seed_from_host: Vec::new(),
-            allow_annotations: true,
+            allowed_raw: None,
+            allow_annotations: None,
+            allowed_annotations: default_allowed(),
             pin_sources: Pin::Always,
             staging_dir: PathBuf::from(DEFAULT_STAGING_DIR),
             runtime: "runc".into(),
@@ -186,7 +194,7 @@ impl Default for Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
             let table = e.span().and_then(|span| table_at(text, span.start));
             match table {
                 Some(t) => anyhow::anyhow!("{} (read inside table {t})", one_line(&e.to_string())),
@@ -220,6 +228,17 @@ impl Config {
         if config.runtime.is_empty() {
             bail!("runtime must not be empty");
         }
+        config.allowed_annotations = match (&config.allowed_raw, config.allow_annotations) {
+            (Some(_), Some(_)) => bail!(
+                "allowed_annotations and the deprecated allow_annotations are both set: keep allowed_annotations"
+            ),
+            (Some(list), None) => list
+                .iter()
+                .map(|e| Allowed::parse(e))
+                .collect::<Result<_>>()?,
+            (None, Some(false)) => Vec::new(),
+            (None, Some(true) | None) => default_allowed(),
+        };
         Ok(config)
     }
 
@@ -285,18 +304,107 @@ impl Config {
 /// The annotation prefix for per-container control.
 pub const ANNOTATION_PREFIX: &str = "io.oci-volume-hook.";
 
+/// The annotations under [`ANNOTATION_PREFIX`] the tool reads.
+pub const ANNOTATION_NAMES: [&str; 3] = ["enabled", "owner", "ownership"];
+
+/// The default `allowed_annotations`: only what narrows. `enabled` can only turn creation,
+/// repair and ownership off (never the resolution and pinning); `ownership=none` only leaves
+/// owners alone. `owner`, and `ownership` values that chown more, change the host's files
+/// and are the operator's to allow.
+pub const DEFAULT_ALLOWED: [&str; 2] = [
+    "io.oci-volume-hook.enabled",
+    "io.oci-volume-hook.ownership=none",
+];
+
+fn default_allowed() -> Vec<Allowed> {
+    DEFAULT_ALLOWED
+        .iter()
+        .map(|e| Allowed::parse(e).expect("valid default list"))
+        .collect()
+}
+
+/// One entry of `allowed_annotations`: an annotation a container may set, with any value or
+/// with one value only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    /// The name under the prefix (`enabled`, `owner`, `ownership`).
+    pub name: &'static str,
+    pub value: Option<String>,
+}
+
+impl Allowed {
+    /// `io.oci-volume-hook.NAME` or `io.oci-volume-hook.NAME=VALUE`, the value checked.
+    pub fn parse(entry: &str) -> Result<Allowed> {
+        let (key, value) = match entry.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (entry, None),
+        };
+        let name = key
+            .strip_prefix(ANNOTATION_PREFIX)
+            .and_then(|n| ANNOTATION_NAMES.iter().find(|k| **k == n))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "allowed_annotations: {entry:?} is not {ANNOTATION_PREFIX}enabled, owner or ownership (optionally =VALUE)"
+                )
+            })?;
+        if let Some(v) = &value {
+            parse_value(name, v)
+                .map_err(|e| anyhow::anyhow!("allowed_annotations: {entry:?}: {e}"))?;
+        }
+        Ok(Allowed { name, value })
+    }
+
+    /// The full annotation key, as engines are told to pass it.
+    pub fn key(&self) -> String {
+        format!("{ANNOTATION_PREFIX}{}", self.name)
+    }
+
+    fn permits(&self, name: &str, value: &str) -> bool {
+        self.name == name && self.value.as_deref().is_none_or(|v| v == value)
+    }
+}
+
+/// One annotation's value, parsed.
+enum Value {
+    Enabled(bool),
+    Owner(Owner),
+    Ownership(Ownership),
+}
+
+fn parse_value(name: &str, text: &str) -> std::result::Result<Value, String> {
+    let parsed = || toml::Value::String(text.to_string());
+    match name {
+        "enabled" => match text {
+            "true" => Ok(Value::Enabled(true)),
+            "false" => Ok(Value::Enabled(false)),
+            _ => Err(format!("{text:?} is not \"true\" or \"false\"")),
+        },
+        "owner" => Owner::deserialize(parsed())
+            .map(Value::Owner)
+            .map_err(|_| format!("{text:?} is not \"container-root\" or \"process-user\"")),
+        _ => Ownership::deserialize(parsed())
+            .map(Value::Ownership)
+            .map_err(|_| format!("{text:?} is not \"none\", \"top\" or \"recursive-on-mismatch\"")),
+    }
+}
+
 /// What one container gets: the configuration, adjusted by its annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Settings {
+    /// `false`: sources are still resolved in their chroot and pinned (or refused), but
+    /// nothing is created, repaired or given an owner.
     pub enabled: bool,
     pub owner: Owner,
     pub ownership: Ownership,
+    /// Whether `owner` came from the container's annotation (a tenant's choice).
+    #[serde(skip)]
+    pub owner_by_annotation: bool,
 }
 
 impl Config {
-    /// Applies `io.oci-volume-hook.{enabled,owner,ownership}` annotations. An unknown key
-    /// under the prefix or an unknown value is an error that names the annotation; so are
-    /// such annotations when `allow_annotations` is off.
+    /// Applies `io.oci-volume-hook.{enabled,owner,ownership}` annotations. A key under the
+    /// prefix that is unknown, not in `allowed_annotations`, or with a value that is invalid
+    /// or not allowed is an error that names the annotation.
     pub fn settings(
         &self,
         annotations: &serde_json::Map<String, serde_json::Value>,
@@ -305,37 +413,65 @@ impl Config {
             enabled: true,
             owner: self.owner,
             ownership: self.ownership,
+            owner_by_annotation: false,
         };
         for (key, value) in annotations {
             let Some(name) = key.strip_prefix(ANNOTATION_PREFIX) else {
                 continue;
             };
-            if !self.allow_annotations {
-                bail!("annotation {key}: per-container control is off (allow_annotations = false)");
+            if !ANNOTATION_NAMES.contains(&name) {
+                bail!(
+                    "annotation {key} is unknown (known: {ANNOTATION_PREFIX}enabled, owner, ownership)"
+                );
             }
             let text = value.as_str().unwrap_or_default();
-            let parsed = || toml::Value::String(text.to_string());
-            match name {
-                "enabled" => {
-                    s.enabled = match text {
-                        "true" => true,
-                        "false" => false,
-                        _ => bail!("annotation {key}: {value} is not \"true\" or \"false\""),
-                    }
-                }
-                "owner" => {
-                    s.owner = Owner::deserialize(parsed())
-                        .map_err(|_| anyhow::anyhow!("annotation {key}: {value} is not \"container-root\" or \"process-user\""))?
-                }
-                "ownership" => {
-                    s.ownership = Ownership::deserialize(parsed()).map_err(|_| {
-                        anyhow::anyhow!("annotation {key}: {value} is not \"none\", \"top\" or \"recursive-on-mismatch\"")
-                    })?
-                }
-                _ => bail!("annotation {key} is unknown (known: {ANNOTATION_PREFIX}enabled, owner, ownership)"),
+            let parsed =
+                parse_value(name, text).map_err(|e| anyhow::anyhow!("annotation {key}: {e}"))?;
+            if !self
+                .allowed_annotations
+                .iter()
+                .any(|a| a.permits(name, text))
+            {
+                bail!(
+                    "annotation {key}={text:?} is not allowed on this host (allowed_annotations: {})",
+                    self.allowed_list()
+                );
+            }
+            match parsed {
+                Value::Enabled(e) => s.enabled = e,
+                Value::Owner(o) => (s.owner, s.owner_by_annotation) = (o, true),
+                Value::Ownership(o) => s.ownership = o,
             }
         }
         Ok(s)
+    }
+
+    /// `allowed_annotations` as one line of a message.
+    fn allowed_list(&self) -> String {
+        if self.allowed_annotations.is_empty() {
+            return "none".into();
+        }
+        let entries: Vec<String> = self
+            .allowed_annotations
+            .iter()
+            .map(|a| match &a.value {
+                Some(v) => format!("{}={v}", a.key()),
+                None => a.key(),
+            })
+            .collect();
+        entries.join(", ")
+    }
+
+    /// The annotation keys engines must pass to the wrapper: those of `allowed_annotations`,
+    /// each once, in order.
+    pub fn allowed_annotation_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = Vec::new();
+        for a in &self.allowed_annotations {
+            if !keys.contains(&a.key()) {
+                keys.push(a.key());
+            }
+        }
+        keys
     }
 }
 
@@ -405,15 +541,18 @@ mod tests {
         assert_eq!(c.log.target, LogTarget::File);
     }
 
+    fn annotations(pairs: &[(&str, &str)]) -> serde_json::Map<String, serde_json::Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect()
+    }
+
     #[test]
-    fn annotations_adjust_settings() {
-        let c = Config::parse("ownership = \"top\"").unwrap();
-        let a = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
-                .collect()
-        };
+    fn annotations_adjust_settings_as_listed() {
+        let a = annotations;
+        let all = "allowed_annotations = [\"io.oci-volume-hook.enabled\", \"io.oci-volume-hook.owner\", \"io.oci-volume-hook.ownership\"]";
+        let c = Config::parse(&format!("ownership = \"top\"\n{all}")).unwrap();
         let s = c
             .settings(&a(&[
                 ("io.oci-volume-hook.owner", "process-user"),
@@ -421,8 +560,8 @@ mod tests {
             ]))
             .unwrap();
         assert_eq!(
-            (s.enabled, s.owner, s.ownership),
-            (true, Owner::ProcessUser, Ownership::Top)
+            (s.enabled, s.owner, s.ownership, s.owner_by_annotation),
+            (true, Owner::ProcessUser, Ownership::Top, true)
         );
         let s = c
             .settings(&a(&[
@@ -431,8 +570,8 @@ mod tests {
             ]))
             .unwrap();
         assert_eq!(
-            (s.enabled, s.ownership),
-            (false, Ownership::RecursiveOnMismatch)
+            (s.enabled, s.ownership, s.owner_by_annotation),
+            (false, Ownership::RecursiveOnMismatch, false)
         );
         for bad in [
             ("io.oci-volume-hook.owner", "root"),
@@ -440,14 +579,92 @@ mod tests {
             ("io.oci-volume-hook.ownr", "top"),
         ] {
             let e = format!("{:#}", c.settings(&a(&[bad])).unwrap_err());
-            assert!(e.contains(bad.0), "{e}");
+            assert!(e.contains(bad.0) && !e.contains('\n'), "{e}");
         }
-        let off = Config::parse("allow_annotations = false").unwrap();
+    }
+
+    #[test]
+    fn by_default_annotations_only_narrow() {
+        let a = annotations;
+        let c = Config::parse("ownership = \"recursive-on-mismatch\"").unwrap();
+        assert_eq!(
+            c.allowed_annotation_keys(),
+            ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"]
+        );
+        let s = c
+            .settings(&a(&[
+                ("io.oci-volume-hook.enabled", "false"),
+                ("io.oci-volume-hook.ownership", "none"),
+            ]))
+            .unwrap();
+        assert_eq!((s.enabled, s.ownership), (false, Ownership::None));
+        // Whatever changes whose ids or how far is the operator's to allow.
+        for widening in [
+            ("io.oci-volume-hook.owner", "process-user"),
+            ("io.oci-volume-hook.owner", "container-root"),
+            ("io.oci-volume-hook.ownership", "top"),
+            ("io.oci-volume-hook.ownership", "recursive-on-mismatch"),
+        ] {
+            let e = format!("{:#}", c.settings(&a(&[widening])).unwrap_err());
+            assert!(
+                e.contains(widening.0) && e.contains("not allowed") && !e.contains('\n'),
+                "{e}"
+            );
+        }
+        // A value pinned by the operator: that value only.
+        let c = Config::parse("allowed_annotations = [\"io.oci-volume-hook.owner=process-user\"]")
+            .unwrap();
         assert!(
-            off.settings(&a(&[("io.oci-volume-hook.enabled", "false")]))
+            c.settings(&a(&[("io.oci-volume-hook.owner", "process-user")]))
+                .is_ok()
+        );
+        assert!(
+            c.settings(&a(&[("io.oci-volume-hook.owner", "container-root")]))
                 .is_err()
         );
+        assert!(
+            c.settings(&a(&[("io.oci-volume-hook.enabled", "false")]))
+                .is_err()
+        );
+        assert_eq!(c.allowed_annotation_keys(), ["io.oci-volume-hook.owner"]);
+    }
+
+    #[test]
+    fn allow_annotations_still_reads_as_before() {
+        let a = annotations;
+        let off = Config::parse("allow_annotations = false").unwrap();
+        let e = format!(
+            "{:#}",
+            off.settings(&a(&[("io.oci-volume-hook.enabled", "false")]))
+                .unwrap_err()
+        );
+        assert!(e.contains("io.oci-volume-hook.enabled"), "{e}");
         assert!(off.settings(&a(&[("unrelated", "x")])).is_ok());
+        assert!(off.allowed_annotation_keys().is_empty());
+        let on = Config::parse("allow_annotations = true").unwrap();
+        assert_eq!(
+            on.allowed_annotations,
+            Config::default().allowed_annotations
+        );
+        assert!(
+            on.settings(&a(&[("io.oci-volume-hook.owner", "process-user")]))
+                .is_err(),
+            "true is the default list, not everything"
+        );
+        let both = "allow_annotations = true\nallowed_annotations = []";
+        assert!(format!("{:#}", Config::parse(both).unwrap_err()).contains("allow_annotations"));
+        for bad in [
+            "allowed_annotations = [\"io.oci-volume-hook.enable\"]",
+            "allowed_annotations = [\"io.oci-volume-hook.*\"]",
+            "allowed_annotations = [\"io.oci-volume-hook.ownership=all\"]",
+            "allowed_annotations = [\"enabled\"]",
+        ] {
+            let e = format!("{:#}", Config::parse(bad).unwrap_err());
+            assert!(
+                e.contains("allowed_annotations") && !e.contains('\n'),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -30,9 +30,11 @@ Every mount is planned first: if one cannot be fixed, nothing is changed and the
 refused with one line on stderr starting with `oci-volume-hook:`, naming the mount and the
 reason; the same line is logged (journald, syslog, else /var/log/oci-volume-hook.log).
 
-Annotations: io.oci-volume-hook.enabled=false disables the tool for one container;
-io.oci-volume-hook.owner and io.oci-volume-hook.ownership override the configuration. Unknown
-keys and values are errors.
+Annotations can only narrow: io.oci-volume-hook.enabled=false turns creation, repair and
+chown off for one container (its sources are still resolved in their chroot and pinned, or
+refused); io.oci-volume-hook.ownership=none leaves owners alone. io.oci-volume-hook.owner and
+other ownership values are read only where allowed_annotations lists them. A key or value
+not allowed, unknown keys and invalid values refuse the container.
 
 Files: /etc/oci-volume-hook/config.toml (see oci-volume-hook.toml(5)),
 /usr/share/oci-volume-hook/hooks.d/, /etc/containers/containers.conf.d/50-oci-volume-hook.conf,

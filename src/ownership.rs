@@ -46,13 +46,24 @@ pub fn map_id(mappings: &[LinuxIdMapping], id: u32, what: &str) -> Result<u32> {
     bail!("container {what} {id} is not mapped by linux.{what}Mappings")
 }
 
-/// The host (uid, gid) that prepared sources are given to.
-pub fn host_owner(owner: Owner, view: &View) -> Result<(u32, u32)> {
+/// The host (uid, gid) that prepared sources are given to. Ids come through the container's
+/// own mappings (an id outside them is refused); `process-user` asked by the container's
+/// annotation without a user namespace is refused, as its uid would be any host uid the
+/// container names.
+pub fn host_owner(owner: Owner, by_annotation: bool, view: &View) -> Result<(u32, u32)> {
     // One without the other would give the container's files host group 0 (or user 0).
     match (view.uid_mappings.is_empty(), view.gid_mappings.is_empty()) {
         (false, true) => bail!("config.json has linux.uidMappings but no linux.gidMappings"),
         (true, false) => bail!("config.json has linux.gidMappings but no linux.uidMappings"),
         _ => {}
+    }
+    if by_annotation && owner == Owner::ProcessUser && view.uid_mappings.is_empty() {
+        bail!(
+            "annotation {}owner=\"process-user\": the container has no user namespace, so process.user ({}:{}) would be host ids of its own choosing; refused",
+            crate::config::ANNOTATION_PREFIX,
+            view.user.0,
+            view.user.1
+        );
     }
     let (uid, gid) = match owner {
         Owner::ContainerRoot => (0, 0),

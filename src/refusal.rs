@@ -54,6 +54,12 @@ pub enum Refusal {
         "is a file with {links} hard links; its owner is not changed, as another link may lie outside the chroot"
     )]
     HardLinked { links: u64 },
+    /// The source would need creating or repairing, which the container's annotation turned
+    /// off: handing the runtime a path it would resolve itself is never the fallback.
+    #[error(
+        "would need {needs}, but annotation io.oci-volume-hook.enabled=\"false\" turns creation, repair and ownership off for this container"
+    )]
+    DisabledByAnnotation { needs: &'static str },
     #[error("{what}: {errno}")]
     Io { what: &'static str, errno: Errno },
 }

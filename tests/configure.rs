@@ -58,12 +58,103 @@ fn configure_docker_merges_once_and_refuses_bad_json() {
     assert_eq!(std::fs::read_to_string(&dj).unwrap(), "{\"log-level\": ");
 }
 
+/// `configure ENGINE ARGS` with the tool's defaults (an empty configuration of its own, not
+/// the machine's /etc/oci-volume-hook).
 fn configure_cri(engine: &str, args: &[&str]) -> std::process::Output {
+    let t = tempfile::tempdir().unwrap();
+    configure_cri_with(&t.path().join("ovh.toml"), "", engine, args)
+}
+
+/// `configure ENGINE ARGS` with the tool's configuration `config` written at `at`.
+fn configure_cri_with(
+    at: &std::path::Path,
+    config: &str,
+    engine: &str,
+    args: &[&str],
+) -> std::process::Output {
+    std::fs::write(at, config).unwrap();
     Command::new(hook_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", at)
         .args(["configure", engine])
         .args(args)
         .output()
         .unwrap()
+}
+
+#[test]
+fn registrations_pass_exactly_the_annotations_the_operator_allows() {
+    let t = tempfile::tempdir().unwrap();
+    let conf = t.path().join("ovh.toml");
+    let ctd = t.path().join("config.toml");
+    // A handler registered by an older version let every io.oci-volume-hook.* key through.
+    std::fs::write(
+        &ctd,
+        CONTAINERD_V2.replace(
+            "[\"example.com/*\"]",
+            "[\"example.com/*\", \"io.oci-volume-hook.*\"]",
+        ),
+    )
+    .unwrap();
+    let crio = t.path().join("crio.conf");
+    let lists = |ctd: &std::path::Path, crio: &std::path::Path| {
+        let strs = |v: &toml::Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        let c: toml::Value = toml::from_str(&std::fs::read_to_string(ctd).unwrap()).unwrap();
+        let h = &c["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["oci-volume"];
+        let r: toml::Value = toml::from_str(&std::fs::read_to_string(crio).unwrap()).unwrap();
+        let handler = &r["crio"]["runtime"]["runtimes"]["oci-volume"];
+        (
+            strs(&h["pod_annotations"]),
+            strs(&h["container_annotations"]),
+            strs(&handler["allowed_annotations"]),
+        )
+    };
+    let run = |config: &str| {
+        for (engine, path) in [("containerd", &ctd), ("crio", &crio)] {
+            let o = configure_cri_with(&conf, config, engine, &["--path", path.to_str().unwrap()]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+    };
+    // The defaults: only the keys that narrow.
+    run("");
+    let narrow = ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"];
+    let (pods, containers, crio_allowed) = lists(&ctd, &crio);
+    assert_eq!(pods, ["example.com/*", narrow[0], narrow[1]]);
+    assert_eq!(containers, narrow);
+    assert_eq!(crio_allowed, narrow);
+    // The operator's list, values stripped (the tool checks those itself).
+    run(
+        "allowed_annotations = [\"io.oci-volume-hook.owner=process-user\", \"io.oci-volume-hook.enabled\"]",
+    );
+    let want = ["io.oci-volume-hook.owner", "io.oci-volume-hook.enabled"];
+    let (pods, containers, crio_allowed) = lists(&ctd, &crio);
+    assert_eq!(pods, ["example.com/*", want[0], want[1]]);
+    assert_eq!(containers, want);
+    assert_eq!(crio_allowed, want);
+    // allow_annotations = false: none.
+    run("allow_annotations = false");
+    let (pods, containers, crio_allowed) = lists(&ctd, &crio);
+    assert_eq!(pods, ["example.com/*"]);
+    assert!(containers.is_empty() && crio_allowed.is_empty());
+    // A configuration the tool would refuse registers nothing.
+    let before = std::fs::read_to_string(&ctd).unwrap();
+    let o = configure_cri_with(
+        &conf,
+        "allowed_annotations = [\"io.oci-volume-hook.*\"]",
+        "containerd",
+        &["--path", ctd.to_str().unwrap()],
+    );
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["allowed_annotations", "io.oci-volume-hook.*"],
+    );
+    assert_eq!(std::fs::read_to_string(&ctd).unwrap(), before);
 }
 
 /// A node's containerd 1.6/1.7 configuration, comments and all.
@@ -119,7 +210,14 @@ fn configure_containerd_v2_in_place_keeps_the_rest_and_removes_exactly() {
         .iter()
         .filter_map(|v| v.as_str())
         .collect();
-    assert_eq!(pods, ["example.com/*", "io.oci-volume-hook.*"]);
+    assert_eq!(
+        pods,
+        [
+            "example.com/*",
+            "io.oci-volume-hook.enabled",
+            "io.oci-volume-hook.ownership"
+        ]
+    );
     assert!(
         cri["runc"]["options"].get("BinaryName").is_none(),
         "runc untouched"
@@ -247,11 +345,7 @@ fn configure_crio_writes_a_drop_in_with_documented_keys() {
         .collect();
     assert_eq!(
         allowed,
-        [
-            "io.oci-volume-hook.enabled",
-            "io.oci-volume-hook.owner",
-            "io.oci-volume-hook.ownership"
-        ]
+        ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"]
     );
 
     // Idempotent; an operator's other settings in the same drop-in survive add and remove.

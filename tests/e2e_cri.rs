@@ -160,24 +160,56 @@ fn cri_pods_with_the_handler_get_prepared_volumes() {
     );
     assert_eq!(std::fs::read_to_string(zone.join("keep")).unwrap(), "data");
 
-    // 6. Pod annotations reach the wrapper (the handler lets io.oci-volume-hook.* through):
-    // `enabled: "false"` leaves the mount alone, so runc fails as in 1.
+    // 6. Pod annotations reach the wrapper (the handler lets the allowed keys through), and
+    // can only narrow. containerd resolves a hostPath's symlinks itself at CreateContainer,
+    // so the tenant swaps its directory for a symlink to a host directory between
+    // CreateContainer and StartContainer (where runc runs): with `enabled: "false"` the
+    // source is still resolved inside the chroot, never followed by runc to the host.
     let off = c.run_pod(
         "off",
         HANDLER,
         json!({"io.oci-volume-hook.enabled": "false"}),
     );
-    let w = f.tenant("user-tutu").join("etc/localtime");
-    let (_, r) = c.run(
-        &off,
-        "app",
-        "ovh-test:latest",
-        "true",
-        json!([mount(&w, "/etc/localtime")]),
+    let host = f.path().join("host-private");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("secret"), "host-secret\n").unwrap();
+    let v = f.tenant("user-tutu");
+    let vol = v.join("vol");
+    let swapped = |name: &str| {
+        std::fs::create_dir_all(&vol).unwrap();
+        let config = json!({
+            "metadata": {"name": name},
+            "image": {"image": "ovh-test:latest"},
+            "command": ["/bin/sh", "-c", "cat /data/secret"],
+            "log_path": format!("{name}.log"),
+            "mounts": [mount(&vol, "/data")],
+        });
+        let id = c.create(&off, config).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::remove_dir(&vol).unwrap();
+        std::os::unix::fs::symlink(&host, &vol).unwrap();
+        let started = c.start_container(&id);
+        std::fs::remove_file(&vol).unwrap();
+        (id, started)
+    };
+    // Nothing at that path inside the chroot, and creating it is off: refused.
+    let (_, r) = swapped("trap");
+    let e = r.expect_err("nothing there inside the chroot, and creating it is off");
+    assert!(
+        e.contains("oci-volume-runtime: ") && e.contains("io.oci-volume-hook.enabled"),
+        "{e}"
     );
-    let e = r.expect_err("disabled by annotation: runc meets containerd's directory");
-    assert!(e.contains("not a directory"), "{e}");
-    assert!(is_dir(&w));
+    assert!(!e.contains("host-secret"), "{e}");
+    assert!(c.log_lines("off", "trap").is_empty());
+    // The same path inside the chroot: that is what the pod reads, left as it is.
+    let inside = v.join(host.strip_prefix("/").unwrap());
+    std::fs::create_dir_all(&inside).unwrap();
+    std::fs::write(inside.join("secret"), "tenant-file\n").unwrap();
+    let (id, r) = swapped("inside");
+    r.unwrap_or_else(|e| panic!("{e}\n{}", c.log_tail()));
+    let s = c.wait_exit(&id);
+    assert_eq!(s["exit_code"].as_i64().unwrap_or(0), 0, "{s}");
+    assert_eq!(c.log_lines("off", "inside"), ["tenant-file"]);
+    assert_eq!(owner_of(&inside), (0, 0));
 }
 
 /// The static binaries and the installer image (deploy/kubernetes/build-image.sh).
@@ -320,6 +352,17 @@ fn node_installer_image_registers_then_unregisters_on_sigterm() {
         Some(true),
         "runc's options kept"
     );
+    // The ConfigMap lets pods only narrow: those keys alone are passed to the wrapper.
+    let narrow = ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"];
+    for key in ["pod_annotations", "container_annotations"] {
+        let passed: Vec<&str> = handler[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(toml::Value::as_str)
+            .collect();
+        assert_eq!(passed, narrow, "{key}");
+    }
     assert_eq!(read(&calls), "restart containerd\n");
     assert!(
         c.log_lines("node", "installer")

@@ -265,18 +265,27 @@ fn annotations_control_one_container() {
         }
         d
     };
-    // Disabled: nothing is touched.
+    // Disabled: nothing is created or given an owner; a source that would need creating
+    // is refused (never handed to the runtime unresolved), one already there is used.
+    std::fs::create_dir(t.join("there")).unwrap();
     let before = snapshot(&t);
+    let off = [("io.oci-volume-hook.enabled", "false")];
     ok(&precreate(
         &f,
-        &with(
-            &[("io.oci-volume-hook.enabled", "false")],
-            vec![bind(&t.join("x"), "/x", false)],
-        ),
+        &with(&off, vec![bind(&t.join("there"), "/there", false)]),
     ));
+    let o = precreate(&f, &with(&off, vec![bind(&t.join("x"), "/x", false)]));
+    assert_one_line_error(
+        &o,
+        "oci-volume-hook",
+        &["mount /x", "io.oci-volume-hook.enabled", "create-dir"],
+    );
     assert_unchanged(&before, &snapshot(&t), "disabled container");
 
-    // Owner and ownership chosen per container.
+    // Owner and ownership chosen per container, where the operator allows it.
+    f.write_config(
+        "allowed_annotations = [\"io.oci-volume-hook.owner\", \"io.oci-volume-hook.ownership\"]",
+    );
     let mut d = with(
         &[("io.oci-volume-hook.owner", "process-user")],
         vec![bind(&t.join("home"), "/home", false)],
@@ -313,6 +322,6 @@ fn annotations_control_one_container() {
     assert_one_line_error(
         &o,
         "oci-volume-hook",
-        &["io.oci-volume-hook.enabled", "allow_annotations"],
+        &["io.oci-volume-hook.enabled", "not allowed"],
     );
 }

@@ -125,3 +125,56 @@ fn install_node_keeps_the_hosts_config_and_refuses_a_bad_configmap() {
         &["neither containerd nor CRI-O", "--runtime"],
     );
 }
+
+/// The ConfigMap's config.toml, as shipped in deploy/kubernetes/configmap.yaml.
+fn configmap_config() -> String {
+    let yaml =
+        read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/configmap.yaml"));
+    let body = yaml.split("config.toml: |\n").nth(1).unwrap();
+    body.lines()
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect()
+}
+
+#[test]
+fn install_node_registers_only_the_annotations_the_hosts_config_allows() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("host");
+    std::fs::create_dir_all(root.join("etc/crio")).unwrap();
+    let cm = t.path().join("config.toml");
+    std::fs::write(&cm, configmap_config()).unwrap();
+    let cm_s = cm.to_str().unwrap();
+    let dropin = root.join("etc/crio/crio.conf.d/50-oci-volume.conf");
+    let allowed = || -> Vec<String> {
+        let v: toml::Value = toml::from_str(&read(&dropin)).unwrap();
+        v["crio"]["runtime"]["runtimes"]["oci-volume"]["allowed_annotations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    // The shipped ConfigMap lets pods only narrow: no owner, ownership only as `none`.
+    let o = install_node(&root, &["--once", "--config-source", cm_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        allowed(),
+        ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"]
+    );
+    let cfg = read(&root.join("etc/oci-volume-hook/config.toml"));
+    assert!(
+        cfg.contains("\"io.oci-volume-hook.ownership=none\""),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("io.oci-volume-hook.owner\""), "{cfg}");
+    // A host's own configuration is kept, and the registration follows it.
+    std::fs::write(
+        root.join("etc/oci-volume-hook/config.toml"),
+        "allowed_annotations = [\"io.oci-volume-hook.owner\"]\n",
+    )
+    .unwrap();
+    let o = install_node(&root, &["--once", "--config-source", cm_s]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(allowed(), ["io.oci-volume-hook.owner"]);
+}

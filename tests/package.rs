@@ -101,7 +101,7 @@ fn the_package_puts_each_file_where_it_belongs() {
         "owner",
         "ownership",
         "seed_from_host",
-        "allow_annotations",
+        "allowed_annotations",
         "pin_sources",
         "staging_dir",
         "runtime",

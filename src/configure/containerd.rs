@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow, bail};
 use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value, value};
 
-use super::{ANNOTATION_PREFIX, Change, MARK, read_optional, replace_file, toml_error, under};
+use super::{Change, MARK, read_optional, replace_file, toml_error, under};
 
 pub const DEFAULT_PATH: &str = "/etc/containerd/config.toml";
 const PLUGIN_V2: &str = "io.containerd.grpc.v1.cri";
@@ -123,7 +123,7 @@ fn in_place(
             runtimes.remove(BUILTIN);
         }
     } else {
-        let handler = handler(runtimes, req.name, req.wrapper, path)?;
+        let handler = handler(runtimes, req.name, req.wrapper, (req.root, path))?;
         runtimes.insert(req.name, Item::Table(handler));
         keep_builtin(runtimes, &default);
     }
@@ -184,7 +184,12 @@ fn runtimes_mut<'a>(root: &'a mut Table, plugin: &str, path: &Path) -> Result<&'
 
 /// The handler: the default runc handler's settings (SystemdCgroup, Root...) with the
 /// wrapper as its binary, and the wrapper's annotations let through.
-fn handler(runtimes: &Table, name: &str, wrapper: &Path, path: &Path) -> Result<Table> {
+fn handler(
+    runtimes: &Table,
+    name: &str,
+    wrapper: &Path,
+    (root, path): (&Path, &Path),
+) -> Result<Table> {
     let template = ["runc", "default"]
         .into_iter()
         .filter(|k| *k != name)
@@ -198,15 +203,18 @@ fn handler(runtimes: &Table, name: &str, wrapper: &Path, path: &Path) -> Result<
     let wrapper = wrapper
         .to_str()
         .ok_or_else(|| anyhow!("{}: not UTF-8", wrapper.display()))?;
+    let keys = super::annotation_keys(root)?;
     for key in ["pod_annotations", "container_annotations"] {
-        let mut list = match t.get(key).and_then(Item::as_array) {
-            Some(a) => a.clone(),
-            None => Array::new(),
-        };
-        let pattern = format!("{ANNOTATION_PREFIX}*");
-        if !list.iter().any(|v| v.as_str() == Some(&pattern)) {
-            list.push(pattern);
-        }
+        let template: Vec<String> = t
+            .get(key)
+            .and_then(Item::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let list: Array = super::let_through(&template, &keys).into_iter().collect();
         t.insert(key, value(list));
     }
     let options = t
@@ -281,7 +289,12 @@ fn drop_in(
         let rt = runtimes_mut(d.as_table_mut(), PLUGIN_V3, &target)?;
         rt.insert(
             req.name,
-            Item::Table(handler(&runtimes, req.name, req.wrapper, req.path)?),
+            Item::Table(handler(
+                &runtimes,
+                req.name,
+                req.wrapper,
+                (req.root, req.path),
+            )?),
         );
         let text = d.to_string();
         if dropin_old.as_deref() != Some(text.as_str()) {

@@ -7,13 +7,11 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use toml_edit::{Array, DocumentMut, Item, Table, value};
 
-use super::{ANNOTATION_PREFIX, Change, MARK, read_optional, replace_file, toml_error, under};
+use super::{Change, MARK, read_optional, replace_file, toml_error, under};
 
 pub const DEFAULT_PATH: &str = "/etc/crio/crio.conf.d/50-oci-volume.conf";
 /// runc's state directory under CRI-O (CRI-O's own default for its runc handler).
 pub const RUNTIME_ROOT: &str = "/run/runc";
-/// The annotations the wrapper reads; CRI-O lets a handler see only those it allows.
-pub const ANNOTATIONS: [&str; 3] = ["enabled", "owner", "ownership"];
 
 pub use super::containerd::Request;
 
@@ -32,7 +30,7 @@ pub fn configure(req: &Request) -> Result<Vec<Change>> {
     if req.remove {
         runtimes.remove(req.name);
     } else {
-        runtimes.insert(req.name, Item::Table(handler(req.wrapper)?));
+        runtimes.insert(req.name, Item::Table(handler(req.wrapper, req.root)?));
     }
     let text = doc.to_string();
     if original.as_deref() == Some(text.as_str()) || (original.is_none() && req.remove) {
@@ -66,7 +64,7 @@ fn runtimes_mut<'a>(doc: &'a mut DocumentMut, path: &Path) -> Result<&'a mut Tab
     Ok(t)
 }
 
-fn handler(wrapper: &Path) -> Result<Table> {
+fn handler(wrapper: &Path, root: &Path) -> Result<Table> {
     let wrapper = wrapper
         .to_str()
         .ok_or_else(|| anyhow!("{}: not UTF-8", wrapper.display()))?;
@@ -75,10 +73,8 @@ fn handler(wrapper: &Path) -> Result<Table> {
     t.insert("runtime_path", value(wrapper));
     t.insert("runtime_type", value("oci"));
     t.insert("runtime_root", value(RUNTIME_ROOT));
-    let allowed: Array = ANNOTATIONS
-        .iter()
-        .map(|a| format!("{ANNOTATION_PREFIX}{a}"))
-        .collect();
+    // CRI-O lets a handler see only the annotations it allows.
+    let allowed: Array = super::annotation_keys(root)?.into_iter().collect();
     t.insert("allowed_annotations", value(allowed));
     Ok(t)
 }

@@ -19,7 +19,7 @@ pub const RUNTIME_NAME: &str = "oci-volume";
 /// Where the packages install the wrapper.
 pub const DEFAULT_WRAPPER: &str = "/usr/bin/oci-volume-runtime";
 /// The annotations the wrapper reads (`io.oci-volume-hook.enabled`, `.owner`, `.ownership`).
-pub const ANNOTATION_PREFIX: &str = "io.oci-volume-hook.";
+pub const ANNOTATION_PREFIX: &str = crate::config::ANNOTATION_PREFIX;
 /// First line of every table this tool adds to a TOML file.
 pub const MARK: &str =
     "# Added by oci-volume-hook; `oci-volume-hook configure ... --remove` takes it away.";
@@ -83,6 +83,30 @@ pub fn under(root: &Path, path: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// The annotation keys a registration lets through to the wrapper: exactly the tool's
+/// `allowed_annotations`, from its configuration as seen from `root` (the defaults when
+/// there is none). An engine then drops every other `io.oci-volume-hook.*` key itself.
+pub fn annotation_keys(root: &Path) -> Result<Vec<String>> {
+    let config = if root == Path::new("/") {
+        crate::config::Config::load(None)?
+    } else {
+        let file = under(root, Path::new(crate::config::DEFAULT_PATH))?;
+        match read_optional(&file)? {
+            Some(text) => crate::config::Config::parse(&text)
+                .with_context(|| format!("config {}", file.display()))?,
+            None => crate::config::Config::default(),
+        }
+    };
+    Ok(config.allowed_annotation_keys())
+}
+
+/// An engine's list of annotations to pass (`list`, perhaps the operator's) with our keys
+/// set to exactly `keys`: any other entry of ours (an older `io.oci-volume-hook.*`) taken out.
+pub fn let_through(list: &[String], keys: &[String]) -> Vec<String> {
+    let theirs = list.iter().filter(|k| !k.starts_with(ANNOTATION_PREFIX));
+    theirs.chain(keys).cloned().collect()
+}
+
 /// The file's text, or None when it does not exist.
 pub(crate) fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read(path) {
@@ -143,6 +167,40 @@ pub(crate) fn toml_error(path: &Path, e: &toml_edit::TomlError) -> anyhow::Error
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_allowed_keys_are_let_through() {
+        let t = tempfile::tempdir().unwrap();
+        let keys = annotation_keys(t.path()).unwrap();
+        assert_eq!(
+            keys,
+            ["io.oci-volume-hook.enabled", "io.oci-volume-hook.ownership"]
+        );
+        let conf = t.path().join("etc/oci-volume-hook/config.toml");
+        std::fs::create_dir_all(conf.parent().unwrap()).unwrap();
+        std::fs::write(&conf, "allow_annotations = false\n").unwrap();
+        assert!(annotation_keys(t.path()).unwrap().is_empty());
+        std::fs::write(
+            &conf,
+            "allowed_annotations = [\"io.oci-volume-hook.owner\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            annotation_keys(t.path()).unwrap(),
+            ["io.oci-volume-hook.owner"]
+        );
+        std::fs::write(&conf, "allowed_annotations = [\"io.oci-volume-hook.x\"]\n").unwrap();
+        assert!(
+            annotation_keys(t.path()).is_err(),
+            "a bad config registers nothing"
+        );
+        let old = ["a.b/*".to_string(), "io.oci-volume-hook.*".to_string()];
+        let keys = ["io.oci-volume-hook.enabled".to_string()];
+        assert_eq!(
+            let_through(&old, &keys),
+            ["a.b/*", "io.oci-volume-hook.enabled"]
+        );
+    }
 
     #[test]
     fn under_joins_and_refuses_climbing() {

@@ -204,11 +204,12 @@ impl<'a> Preparer<'a> {
 
     /// The host ids the container's sources go to, and the image opened: what every
     /// source in a chroot needs, found once.
-    fn container_owner(&mut self, owner: config::Owner) -> Result<Owner> {
+    fn container_owner(&mut self, settings: &config::Settings) -> Result<Owner> {
         if let Some(o) = self.owner {
             return Ok(o);
         }
-        let (uid, gid) = ownership::host_owner(owner, self.view)?;
+        let (owner, by_annotation) = (settings.owner, settings.owner_by_annotation);
+        let (uid, gid) = ownership::host_owner(owner, by_annotation, self.view)?;
         let path = self
             .view
             .rootfs

@@ -22,8 +22,8 @@ fn refused(r: Refusal) -> Decision {
 }
 
 impl Preparer<'_> {
-    /// Plans one bind mount. Refusals of `..` and of chroot bases hold even where
-    /// annotations disable the tool: they are what keeps one tenant out of the others.
+    /// Plans one bind mount. A source in a chroot is resolved inside it (and so pinned or
+    /// refused) whatever the annotations: they can only narrow what is done there.
     pub(super) fn plan_bind(&mut self, b: &BindMount, settings: &Settings) -> Result<MountPlan> {
         let host = |action, reason: &str| {
             let target = Target::Host {
@@ -42,10 +42,6 @@ impl Preparer<'_> {
         );
         Ok(match place {
             Err(r) => host(Action::Refuse(r.into()), ""),
-            Ok(Place::Inside(_)) if !settings.enabled => host(
-                Action::Nothing,
-                &format!("disabled for this container by annotation {ANNOTATION_PREFIX}enabled"),
-            ),
             Ok(Place::Inside(inside)) => self.plan_chroot_mount(b, inside, settings)?,
             Ok(Place::Chroot(_)) => host(Action::Nothing, "source is a chroot itself"),
             Ok(Place::Outside) => host(Action::Nothing, "source is in no chroot"),
@@ -59,7 +55,7 @@ impl Preparer<'_> {
         settings: &Settings,
     ) -> Result<MountPlan> {
         let owner = self
-            .container_owner(settings.owner)
+            .container_owner(settings)
             .with_context(|| mount::name(&b.destination, Some(&b.source)))?;
         let (wanted, seed_file) = self.wanted(&b.destination, &inside.rel);
         let mut m = ChrootMount {
@@ -67,13 +63,19 @@ impl Preparer<'_> {
             chroot: inside.chroot,
             rel: inside.rel,
             owner,
-            ownership: settings.ownership,
+            ownership: match settings.enabled {
+                true => settings.ownership,
+                false => Ownership::None,
+            },
             wanted,
             seed_from: None,
             resolved_source: None,
         };
         // (config.json's destinations are shorter than PATH_MAX: `spec::View` refuses others.)
-        let (action, reason) = self.plan_in_chroot(&mut m, seed_file, b.index);
+        let (mut action, mut reason) = self.plan_in_chroot(&mut m, seed_file, b.index);
+        if !settings.enabled {
+            (action, reason) = narrowed(action, reason);
+        }
         let target = Target::Chroot(Box::new(m));
         let mut p = MountPlan::new(b.index, b.destination.clone(), target, action);
         if !reason.is_empty() {
@@ -279,6 +281,27 @@ fn is_changeable(fd: &OwnedFd) -> bool {
             || st.st_mode & 0o022 != 0
             || st.st_mode & SFlag::S_IFMT.bits() != SFlag::S_IFDIR.bits()
     })
+}
+
+/// A decision for a container whose annotation turned creation, repair and ownership off
+/// (`enabled=false`): a source that would need them is refused, never left to the runtime
+/// to resolve; one already right is still resolved in its chroot and pinned.
+fn narrowed(action: Action, reason: String) -> Decision {
+    match action {
+        Action::CreateFile | Action::CreateDir | Action::Repair => {
+            let needs = action.word();
+            refused(Refusal::DisabledByAnnotation { needs })
+        }
+        Action::Nothing => {
+            // (`plan_owner` words it for `ownership = none`, which this stands for.)
+            let what = reason.split(';').next().unwrap_or_default();
+            let reason = format!(
+                "{what}; annotation {ANNOTATION_PREFIX}enabled=\"false\": nothing created, repaired or given an owner (still resolved in the chroot)"
+            );
+            (Action::Nothing, reason)
+        }
+        other => (other, reason),
+    }
 }
 
 /// The chroot itself is missing (and `create_chroots` is on): everything is created.

@@ -212,14 +212,64 @@ fn what_the_tool_leaves_alone_says_why() {
     assert_eq!(plans[1].reason, "source is a chroot itself");
     assert!(matches!(&plans[2].target, Target::NotBind { kind } if kind == "proc"));
     assert!(plans.iter().all(|p| p.action.is_nothing()));
-    let disabled = h.doc(
-        &[("/c", "/containerdata/t1/x")],
-        json!({"io.oci-volume-hook.enabled": "false"}),
+}
+
+#[test]
+fn disabled_by_annotation_still_resolves_in_the_chroot() {
+    let h = Fake::new();
+    // The tenant's trap: a symlink that the host would follow to its own directory.
+    std::fs::create_dir_all(h.at("hostdir")).unwrap();
+    symlink(h.at("hostdir"), h.at("containerdata/t1/vol")).unwrap();
+    std::fs::create_dir(h.at("containerdata/t1/data")).unwrap();
+    std::fs::write(h.at("image/f"), "").unwrap();
+    std::fs::create_dir(h.at("containerdata/t1/emptydir")).unwrap();
+    let off = json!({"io.oci-volume-hook.enabled": "false"});
+    let plan = |binds: &[(&str, &str)], caller| {
+        let doc = h.doc(binds, off.clone());
+        h.plan_with(&h.config(""), &doc, caller)
+    };
+    // Resolved inside the chroot (to nothing there): creating it is off, so refused.
+    let p = plan(&[("/c", "/containerdata/t1/vol")], Caller::Rewrite).remove(0);
+    assert!(
+        matches!(
+            p.action,
+            Action::Refuse(Refusal::DisabledByAnnotation {
+                needs: "create-dir"
+            })
+        ),
+        "{p:?}"
     );
-    let p = h
-        .plan_with(&h.config(""), &disabled, Caller::Rewrite)
-        .remove(0);
-    assert!(p.action.is_nothing() && p.in_chroot().is_none(), "{p:?}");
+    assert!(
+        p.reason.contains("io.oci-volume-hook.enabled"),
+        "{}",
+        p.reason
+    );
+    assert!(!p.reason.contains("hostdir"), "{}", p.reason);
+    // Already there: nothing done, not even a chown, but held (pinned) all the same.
+    let p = plan(&[("/c", "/containerdata/t1/data")], Caller::Rewrite).remove(0);
+    assert!(p.action.is_nothing(), "{p:?}");
+    assert_eq!(chroot_mount(&p).ownership, crate::config::Ownership::None);
+    assert!(p.reason.contains("enabled=\"false\""), "{}", p.reason);
+    // A repair is off too.
+    let p = plan(&[("/f", "/containerdata/t1/emptydir")], Caller::Rewrite).remove(0);
+    assert!(matches!(
+        p.action,
+        Action::Refuse(Refusal::DisabledByAnnotation { needs: "repair" })
+    ));
+    // A hook cannot rewrite: a source reached through a symlink is refused there too.
+    std::fs::create_dir(h.at("containerdata/t1/real")).unwrap();
+    symlink("/real", h.at("containerdata/t1/link")).unwrap();
+    let p = plan(&[("/c", "/containerdata/t1/link")], Caller::Hook).remove(0);
+    assert!(
+        matches!(p.action, Action::Refuse(Refusal::HookCannotRewrite { .. })),
+        "{p:?}"
+    );
+    let p = plan(&[("/c", "/containerdata/t1/link")], Caller::Rewrite).remove(0);
+    assert!(p.action.is_nothing(), "{p:?}");
+    assert_eq!(
+        chroot_mount(&p).resolved_source.as_deref(),
+        Some(Path::new("/containerdata/t1/real"))
+    );
 }
 
 #[test]

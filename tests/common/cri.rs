@@ -87,7 +87,9 @@ impl Cri {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("config.toml");
         std::fs::write(&config, base_config(dir)).unwrap();
+        // The registration passes the annotations the tool's own configuration allows.
         let out = Command::new(hook_bin())
+            .env("OCI_VOLUME_HOOK_CONFIG", hook_config)
             .args(["configure", "containerd", "--path"])
             .arg(&config)
             .arg("--wrapper")
@@ -234,18 +236,27 @@ impl Cri {
         pod: &(String, Value),
         config: Value,
     ) -> (Option<String>, Result<(), String>) {
-        let created = self.call(
-            "CreateContainer",
-            json!({"pod_sandbox_id": pod.0, "config": config, "sandbox_config": pod.1}),
-        );
-        let id = match created {
-            Ok(r) => r["container_id"].as_str().unwrap().to_string(),
+        let id = match self.create(pod, config) {
+            Ok(id) => id,
             Err(e) => return (None, Err(e)),
         };
-        let started = self
-            .call("StartContainer", json!({"container_id": id}))
-            .map(|_| ());
+        let started = self.start_container(&id);
         (Some(id), started)
+    }
+
+    /// CreateContainer alone (containerd writes the spec; no runtime call yet).
+    pub fn create(&self, pod: &(String, Value), config: Value) -> Result<String, String> {
+        let r = self.call(
+            "CreateContainer",
+            json!({"pod_sandbox_id": pod.0, "config": config, "sandbox_config": pod.1}),
+        )?;
+        Ok(r["container_id"].as_str().unwrap().to_string())
+    }
+
+    /// StartContainer: where the runtime (the wrapper) creates and starts the container.
+    pub fn start_container(&self, id: &str) -> Result<(), String> {
+        self.call("StartContainer", json!({"container_id": id}))
+            .map(|_| ())
     }
 
     pub fn status(&self, id: &str) -> Value {

@@ -729,6 +729,27 @@ mod tests {
     }
 
     #[test]
+    fn the_configmaps_host_sources_example_parses_uncommented() {
+        let yaml = include_str!("../deploy/kubernetes/configmap.yaml");
+        let block: String = yaml
+            .lines()
+            .map(str::trim_start)
+            .skip_while(|l| !l.starts_with("#host_sources = ["))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let list = Config::parse(&block).unwrap().host_sources.unwrap();
+        assert_eq!(list.len(), 6, "{block}");
+        let shipped = include_str!("../packaging/config.toml");
+        let line = shipped
+            .lines()
+            .find(|l| l.starts_with("#host_sources = "))
+            .unwrap();
+        let packaged = Config::parse(&line[1..]).unwrap().host_sources.unwrap();
+        assert_eq!(packaged, list, "the same list in both places");
+    }
+
+    #[test]
     fn bad_values_are_errors() {
         assert!(Config::parse("seed_from_host = [\"etc/localtime\"]").is_err());
         assert!(Config::parse("seed_from_host = [\"/etc/../x\"]").is_err());

@@ -11,6 +11,11 @@
 //! runtime will (`/var/lib/kubelet` may be a link to another disk): once, through one
 //! descriptor whose path the kernel reports. Both the path as given and where it leads must
 //! be listed, so no link — nor `..`, refused outright — carries a listed path off the list.
+//!
+//! A component `{ANNOTATION}` matches only the value of that annotation in the container's
+//! config.json, e.g. `{io.kubernetes.cri.sandbox-uid}`, which containerd's CRI sets to the
+//! pod's uid: a pod may then mount its own kubelet volumes, not another pod's. Never wider
+//! than `*`, so a forged value can only narrow.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -25,7 +30,8 @@ use serde::Deserialize;
 use crate::refusal::Refusal;
 
 /// One `host_sources` entry, such as `/var/lib/kubelet/pods/*/volumes/**`: absolute, `*`
-/// for exactly one component, a final `**` for one or more (anything below).
+/// for exactly one component, `{ANNOTATION}` for the one component that annotation's value
+/// names, a final `**` for one or more (anything below).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "String")]
 pub struct HostPattern {
@@ -37,6 +43,7 @@ pub struct HostPattern {
 enum Part {
     One,
     Below,
+    Annotation(String),
     Literal(OsString),
 }
 
@@ -66,6 +73,9 @@ impl HostPattern {
                 "**" if i + 1 == names.len() => Part::Below,
                 "**" => bail!("host_sources: {text:?}: `**` may only be the last component"),
                 "." | ".." => bail!("host_sources: {text:?} contains {c:?}"),
+                c if c.len() > 2 && c.starts_with('{') && c.ends_with('}') && !c.contains('*') => {
+                    Part::Annotation(c[1..c.len() - 1].to_string())
+                }
                 c if c.contains('*') => {
                     bail!("host_sources: {text:?}: `*` must be a whole path component")
                 }
@@ -88,7 +98,7 @@ impl HostPattern {
         &self.text
     }
 
-    fn matches(&self, comps: &[&OsStr]) -> bool {
+    fn matches(&self, comps: &[&OsStr], annotations: &Annotations) -> bool {
         let below = self.parts.last() == Some(&Part::Below);
         let long_enough = match below {
             true => comps.len() >= self.parts.len(),
@@ -98,12 +108,19 @@ impl HostPattern {
             && self.parts.iter().zip(comps).all(|(p, c)| match p {
                 Part::One | Part::Below => true,
                 Part::Literal(l) => l == c,
+                Part::Annotation(key) => {
+                    let value = annotations.get(key).and_then(|v| v.as_str());
+                    value.is_some_and(|v| OsStr::new(v) == *c)
+                }
             })
     }
 }
 
+/// A container's annotations (config.json), for `{ANNOTATION}` components.
+pub type Annotations = serde_json::Map<String, serde_json::Value>;
+
 /// Whether the normalized absolute `path` matches an entry.
-pub fn listed(patterns: &[HostPattern], path: &Path) -> bool {
+pub fn listed(patterns: &[HostPattern], path: &Path, annotations: &Annotations) -> bool {
     let comps: Vec<&OsStr> = path
         .components()
         .filter_map(|c| match c {
@@ -111,14 +128,18 @@ pub fn listed(patterns: &[HostPattern], path: &Path) -> bool {
             _ => None,
         })
         .collect();
-    patterns.iter().any(|p| p.matches(&comps))
+    patterns.iter().any(|p| p.matches(&comps, annotations))
 }
 
 /// Checks a bind source that lies in no chroot against `host_sources`: its path as given
 /// (normalized; `..` refused, as the host resolves it after symlinks), then where it leads
 /// on the host. Only a listed path is opened, so the refusal of an unlisted one says nothing
 /// about the host.
-pub fn check(patterns: &[HostPattern], source: &Path) -> Result<(), Refusal> {
+pub fn check(
+    patterns: &[HostPattern],
+    source: &Path,
+    annotations: &Annotations,
+) -> Result<(), Refusal> {
     let mut given = PathBuf::from("/");
     for c in source.components() {
         match c {
@@ -131,11 +152,11 @@ pub fn check(patterns: &[HostPattern], source: &Path) -> Result<(), Refusal> {
             _ => {}
         }
     }
-    if !source.is_absolute() || !listed(patterns, &given) {
+    if !source.is_absolute() || !listed(patterns, &given, annotations) {
         return Err(Refusal::HostSourceNotListed);
     }
     let real = real_path(&given)?;
-    if real != given && !listed(patterns, &real) {
+    if real != given && !listed(patterns, &real, annotations) {
         return Err(Refusal::HostSourceLeadsOff);
     }
     Ok(())
@@ -162,6 +183,14 @@ fn real_path(path: &Path) -> Result<PathBuf, Refusal> {
 mod tests {
     use super::*;
 
+    fn none() -> Annotations {
+        Annotations::new()
+    }
+
+    fn chk(p: &[HostPattern], source: &Path) -> Result<(), Refusal> {
+        check(p, source, &none())
+    }
+
     fn pats(p: &[&str]) -> Vec<HostPattern> {
         p.iter().map(|s| HostPattern::parse(s).unwrap()).collect()
     }
@@ -177,7 +206,7 @@ mod tests {
             "/var/lib/kubelet/pods/u1/volumes/a/b/c/d",
             "/var/lib/kubelet/pods/u1/etc-hosts",
         ] {
-            assert!(listed(&p, Path::new(ok)), "{ok}");
+            assert!(listed(&p, Path::new(ok), &none()), "{ok}");
         }
         for no in [
             "/var/lib/kubelet/pods/u1/volumes",
@@ -189,8 +218,29 @@ mod tests {
             "/host/dir",
             "/",
         ] {
-            assert!(!listed(&p, Path::new(no)), "{no}");
+            assert!(!listed(&p, Path::new(no), &none()), "{no}");
         }
+    }
+
+    #[test]
+    fn an_annotation_component_is_that_value_only() {
+        let p = pats(&["/k/pods/{io.kubernetes.cri.sandbox-uid}/volumes/**"]);
+        let mut a = none();
+        let own = Path::new("/k/pods/uid-1/volumes/secret/token");
+        let other = Path::new("/k/pods/uid-2/volumes/secret/token");
+        assert!(!listed(&p, own, &a), "no annotation: nothing");
+        a.insert("io.kubernetes.cri.sandbox-uid".into(), "uid-1".into());
+        assert!(listed(&p, own, &a));
+        assert!(!listed(&p, other, &a), "another pod's volume");
+        for forged in ["", "..", "uid-1/volumes/x", "*"] {
+            a.insert("io.kubernetes.cri.sandbox-uid".into(), forged.into());
+            assert!(!listed(&p, own, &a) && !listed(&p, other, &a), "{forged:?}");
+        }
+        a.insert("io.kubernetes.cri.sandbox-uid".into(), 7.into());
+        assert!(
+            !listed(&p, Path::new("/k/pods/7/volumes/x"), &a),
+            "not a string"
+        );
     }
 
     #[test]
@@ -223,7 +273,7 @@ mod tests {
             ("/etc/shadow", false),
             ("var/lib/kubelet/pods/u", false),
         ] {
-            match check(&p, Path::new(src)) {
+            match chk(&p, Path::new(src)) {
                 Err(Refusal::DotDot { .. }) if dotdot => {}
                 Err(Refusal::HostSourceNotListed) if !dotdot => {}
                 other => panic!("{src}: {other:?}"),
@@ -241,18 +291,15 @@ mod tests {
         std::os::unix::fs::symlink(&off, listed_dir.join("out")).unwrap();
         std::os::unix::fs::symlink("real", listed_dir.join("in")).unwrap();
         let p = pats(&[&format!("{}/**", listed_dir.display())]);
-        assert!(check(&p, &listed_dir.join("real")).is_ok());
-        assert!(
-            check(&p, &listed_dir.join("in")).is_ok(),
-            "stays on the list"
-        );
+        assert!(chk(&p, &listed_dir.join("real")).is_ok());
+        assert!(chk(&p, &listed_dir.join("in")).is_ok(), "stays on the list");
         assert!(matches!(
-            check(&p, &listed_dir.join("out")),
+            chk(&p, &listed_dir.join("out")),
             Err(Refusal::HostSourceLeadsOff)
         ));
-        assert!(matches!(check(&p, &off), Err(Refusal::HostSourceNotListed)));
+        assert!(matches!(chk(&p, &off), Err(Refusal::HostSourceNotListed)));
         assert!(matches!(
-            check(&p, &listed_dir.join("missing")),
+            chk(&p, &listed_dir.join("missing")),
             Err(Refusal::Io {
                 errno: nix::errno::Errno::ENOENT,
                 ..
@@ -260,6 +307,6 @@ mod tests {
         ));
         // `//`, `.` and a trailing `/` are normalized, not refused.
         let odd = format!("{}//./real/", listed_dir.display());
-        assert!(check(&p, Path::new(&odd)).is_ok());
+        assert!(chk(&p, Path::new(&odd)).is_ok());
     }
 }

@@ -222,18 +222,23 @@ fn cri_pods_with_the_handler_get_prepared_volumes() {
     assert_eq!(owner_of(&inside), (0, 0));
 }
 
-/// The harness's `host_sources`: the Kubernetes list with kubelet's and containerd's
-/// directories at this fixture's private roots (`kubelet/` stands in for /var/lib/kubelet,
-/// `ctd/root` and `ctd/state` are containerd's root and state).
+/// The harness's `host_sources`: the Kubernetes list of the ConfigMap, with kubelet's and
+/// containerd's directories at this fixture's private roots (`kubelet/` stands in for
+/// /var/lib/kubelet, `ctd/root` and `ctd/state` are containerd's root and state), each pod
+/// tied to its own directories by containerd's annotations.
 fn harness_host_sources(f: &Fixture) -> String {
     let root = std::fs::canonicalize(f.path()).unwrap();
     let (kubelet, ctd) = (root.join("kubelet"), root.join("ctd"));
-    let cri = "io.containerd.grpc.v1.cri/sandboxes/*/**";
+    let pod = format!(
+        "{}/pods/{{io.kubernetes.cri.sandbox-uid}}",
+        kubelet.display()
+    );
+    let cri = "io.containerd.grpc.v1.cri/sandboxes/{io.kubernetes.cri.sandbox-id}/**";
     let list = [
-        format!("{}/pods/*/volumes/**", kubelet.display()),
-        format!("{}/pods/*/volume-subpaths/**", kubelet.display()),
-        format!("{}/pods/*/etc-hosts", kubelet.display()),
-        format!("{}/pods/*/containers/**", kubelet.display()),
+        format!("{pod}/volumes/**"),
+        format!("{pod}/volume-subpaths/**"),
+        format!("{pod}/etc-hosts"),
+        format!("{pod}/containers/**"),
         format!("{}/root/{cri}", ctd.display()),
         format!("{}/state/{cri}", ctd.display()),
     ];
@@ -312,6 +317,26 @@ fn cri_host_sources_refuse_a_hostpath_containerd_resolved_to_the_host() {
     );
     assert!(c.log_lines("hs", "trap").is_empty());
     assert_unchanged(&before, &snapshot(&host), "the host directory");
+
+    // The same trick aimed at another pod's secret volume, a path the list holds for that
+    // pod only (`{io.kubernetes.cri.sandbox-uid}`): refused; `*` there would have let it in.
+    let token = root.join("kubelet/pods/uid-victim/volumes/kubernetes.io~secret/token");
+    std::fs::create_dir_all(&token).unwrap();
+    std::fs::write(token.join("token"), "victim-token\n").unwrap();
+    std::os::unix::fs::symlink(&token, t.join("steal")).unwrap();
+    let (_, r) = c.run(
+        &pod,
+        "steal",
+        "ovh-test:latest",
+        "cat /data/token",
+        json!([mount(&t.join("steal"), "/data")]),
+    );
+    let e = r.expect_err("another pod's volume is not this pod's to mount");
+    assert!(
+        e.contains("oci-volume-runtime: ") && e.contains("host_sources"),
+        "{e}"
+    );
+    assert!(c.log_lines("hs", "steal").is_empty());
 }
 
 /// The static binaries and the installer image (deploy/kubernetes/build-image.sh).

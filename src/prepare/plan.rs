@@ -46,13 +46,15 @@ impl Preparer<'_> {
             Ok(Place::Chroot(_)) => host(Action::Nothing, "source is a chroot itself"),
             Ok(Place::Outside) => match self.config.host_sources.as_deref() {
                 None => host(Action::Nothing, "source is in no chroot"),
-                Some(list) => match crate::host_sources::check(list, &b.source) {
-                    Ok(()) => host(
-                        Action::Nothing,
-                        "source is in no chroot, listed in host_sources",
-                    ),
-                    Err(r) => host(Action::Refuse(r), ""),
-                },
+                Some(list) => {
+                    match crate::host_sources::check(list, &b.source, &self.view.annotations) {
+                        Ok(()) => host(
+                            Action::Nothing,
+                            "source is in no chroot, listed in host_sources",
+                        ),
+                        Err(r) => host(Action::Refuse(r), ""),
+                    }
+                }
             },
         })
     }

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::chroot::Pattern;
+use crate::host_sources::HostPattern;
 
 /// Where the configuration is read from when neither `--config` nor the environment says.
 pub const DEFAULT_PATH: &str = "/etc/oci-volume-hook/config.toml";
@@ -147,6 +148,10 @@ pub struct Config {
     /// Refuse a bind source that is a chroot base, an ancestor of chroots, or a path under a
     /// base in no chroot: such a mount would hand out every tenant's chroot.
     pub refuse_chroot_bases: bool,
+    /// The bind sources outside the chroots containers may mount (`*` one component, a
+    /// final `**` anything below). `None` (unset): any; a list: those only, checked as given
+    /// and where they lead on the host ([`crate::host_sources`]).
+    pub host_sources: Option<Vec<HostPattern>>,
     pub owner: Owner,
     pub ownership: Ownership,
     /// Host files copied into a chroot when the tool creates the same path there, e.g.
@@ -178,6 +183,7 @@ impl Default for Config {
             chroots: vec![Pattern::parse("/containerdata/*").expect("valid default pattern")],
             create_chroots: true,
             refuse_chroot_bases: true,
+            host_sources: None,
             owner: Owner::default(),
             ownership: Ownership::default(),
             seed_from_host: Vec::new(),
@@ -707,6 +713,47 @@ mod tests {
             );
         }
         assert!(Config::parse("pin_sources = \"sometimes\"").is_err());
+    }
+
+    #[test]
+    fn host_sources_unset_or_listed() {
+        assert_eq!(Config::parse("").unwrap().host_sources, None);
+        let c = Config::parse("host_sources = []").unwrap();
+        assert_eq!(c.host_sources.as_deref(), Some(&[][..]));
+        let c = Config::parse("host_sources = [\"/var/lib/kubelet/pods/*/volumes/**\"]").unwrap();
+        let list = c.host_sources.unwrap();
+        assert_eq!(list[0].as_str(), "/var/lib/kubelet/pods/*/volumes/**");
+        for bad in ["[\"/**\"]", "[\"/a/**/b\"]", "[\"a/b\"]"] {
+            let e = format!(
+                "{:#}",
+                Config::parse(&format!("host_sources = {bad}")).unwrap_err()
+            );
+            assert!(
+                e.contains("host_sources") && !e.contains('\n'),
+                "{bad}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_configmaps_host_sources_example_parses_uncommented() {
+        let yaml = include_str!("../deploy/kubernetes/configmap.yaml");
+        let block: String = yaml
+            .lines()
+            .map(str::trim_start)
+            .skip_while(|l| !l.starts_with("#host_sources = ["))
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| format!("{}\n", &l[1..]))
+            .collect();
+        let list = Config::parse(&block).unwrap().host_sources.unwrap();
+        assert_eq!(list.len(), 6, "{block}");
+        let shipped = include_str!("../packaging/config.toml");
+        let line = shipped
+            .lines()
+            .find(|l| l.starts_with("#host_sources = "))
+            .unwrap();
+        let packaged = Config::parse(&line[1..]).unwrap().host_sources.unwrap();
+        assert_eq!(packaged, list, "the same list in both places");
     }
 
     #[test]

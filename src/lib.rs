@@ -15,7 +15,8 @@
 //!    the image has at the destination is read in the rootfs ([`resolve::Root`]), the chroot
 //!    is opened with its trust checks ([`resolve::Root::chroot_in`]), the source is looked
 //!    up inside it, and one verdict gives the [`prepare::Action`] — or a typed
-//!    [`refusal::Refusal`]. One refusal refuses the container ([`refusal::Refused`]) before
+//!    [`refusal::Refusal`]. A source in no chroot is left to the platform, or, with
+//!    `host_sources` set, refused unless listed ([`host_sources::check`]). One refusal refuses the container ([`refusal::Refused`]) before
 //!    anything changes.
 //! 4. Each action is applied through descriptors (`prepare/apply.rs`: creation with
 //!    `O_EXCL|O_NOFOLLOW`, `rmdir` of an empty directory, `fchownat` on the descriptor); each
@@ -37,6 +38,7 @@ pub mod config;
 pub mod configure;
 pub mod doctor;
 pub mod hook;
+pub mod host_sources;
 pub mod install_node;
 pub mod logging;
 pub mod manual;

@@ -18,6 +18,18 @@ pub enum Refusal {
     #[error(transparent)]
     Misplaced(#[from] Misplaced),
 
+    // A source in no chroot, with `host_sources` set (`host_sources::check`).
+    #[error(
+        "is in no chroot and matches no host_sources entry: only the listed host paths may be mounted from outside the chroots"
+    )]
+    HostSourceNotListed,
+    /// Listed as given, but its host symlinks lead to a path the list does not hold (where,
+    /// is not said: the message reaches the container's owner).
+    #[error(
+        "is listed in host_sources, but leads through a symlink on the host to a path host_sources does not list"
+    )]
+    HostSourceLeadsOff,
+
     // The chroot.
     #[error("chroot {} does not exist (create_chroots = false)", .chroot.display())]
     ChrootMissing { chroot: PathBuf },

@@ -21,15 +21,25 @@ fn mount(host: &Path, container: &str) -> Value {
 /// `ovh-test` (and `ovh-pause`, the sandbox image). Bound as `(f, c)`, containerd stops
 /// before the fixture goes.
 fn setup(test: &str, log_target: &str) -> Option<(Fixture, Cri)> {
+    setup_with(test, log_target, &|_| String::new())
+}
+
+/// [`setup`], with `extra` top-level lines in the tool's configuration.
+fn setup_with(
+    test: &str,
+    log_target: &str,
+    extra: &dyn Fn(&Fixture) -> String,
+) -> Option<(Fixture, Cri)> {
     let containerd = engine(test, "containerd")?;
     let ctr = engine(test, "ctr")?;
     engine(test, "runc")?;
     let python = cri::python(test)?;
     let f = Fixture::new();
     let config = format!(
-        "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\nruntime = \"runc\"\n[log]\nlevel = \"debug\"\ntarget = \"{log_target}\"\nfile = \"{}\"\n",
+        "chroots = [\"{}/*\"]\nstaging_dir = \"{}\"\nruntime = \"runc\"\n{}\n[log]\nlevel = \"debug\"\ntarget = \"{log_target}\"\nfile = \"{}\"\n",
         f.base().display(),
         f.staging().display(),
+        extra(&f),
         f.log_path().display()
     );
     std::fs::write(f.config_path(), config).unwrap();
@@ -210,6 +220,123 @@ fn cri_pods_with_the_handler_get_prepared_volumes() {
     assert_eq!(s["exit_code"].as_i64().unwrap_or(0), 0, "{s}");
     assert_eq!(c.log_lines("off", "inside"), ["tenant-file"]);
     assert_eq!(owner_of(&inside), (0, 0));
+}
+
+/// The harness's `host_sources`: the Kubernetes list of the ConfigMap, with kubelet's and
+/// containerd's directories at this fixture's private roots (`kubelet/` stands in for
+/// /var/lib/kubelet, `ctd/root` and `ctd/state` are containerd's root and state), each pod
+/// tied to its own directories by containerd's annotations.
+fn harness_host_sources(f: &Fixture) -> String {
+    let root = std::fs::canonicalize(f.path()).unwrap();
+    let (kubelet, ctd) = (root.join("kubelet"), root.join("ctd"));
+    let pod = format!(
+        "{}/pods/{{io.kubernetes.cri.sandbox-uid}}",
+        kubelet.display()
+    );
+    let cri = "io.containerd.grpc.v1.cri/sandboxes/{io.kubernetes.cri.sandbox-id}/**";
+    let list = [
+        format!("{pod}/volumes/**"),
+        format!("{pod}/volume-subpaths/**"),
+        format!("{pod}/etc-hosts"),
+        format!("{pod}/containers/**"),
+        format!("{}/root/{cri}", ctd.display()),
+        format!("{}/state/{cri}", ctd.display()),
+    ];
+    format!("host_sources = {}", json!(list))
+}
+
+#[test]
+fn cri_host_sources_refuse_a_hostpath_containerd_resolved_to_the_host() {
+    let Some((f, c)) = setup_with("cri_host_sources", "file", &harness_host_sources) else {
+        return;
+    };
+    let root = std::fs::canonicalize(f.path()).unwrap();
+    let t = f.tenant("user-toto");
+
+    // A normal pod: the sandbox's hostname, resolv.conf and shm (containerd's, added to every
+    // container), and what kubelet would pass: an emptyDir, etc-hosts, a termination log;
+    // beside them a hostPath in the tenant's chroot.
+    let pod = c.run_pod("hs", HANDLER, json!({}));
+    let kpod = root.join("kubelet/pods/uid-hs");
+    let scratch = kpod.join("volumes/kubernetes.io~empty-dir/scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    std::fs::write(scratch.join("f"), "pod-volume\n").unwrap();
+    std::fs::write(kpod.join("etc-hosts"), "127.0.0.1 kubelet-hosts\n").unwrap();
+    let term = kpod.join("containers/app/0001");
+    std::fs::create_dir_all(term.parent().unwrap()).unwrap();
+    std::fs::write(&term, "").unwrap();
+    let (id, r) = c.run(
+        &pod,
+        "app",
+        "ovh-test:latest",
+        "cat /scratch/f /etc/hosts; test -d /srv/data && echo chroot-ok; test -d /dev/shm && echo shm; echo done > /dev/termination-log",
+        json!([
+            mount(&scratch, "/scratch"),
+            mount(&kpod.join("etc-hosts"), "/etc/hosts"),
+            mount(&term, "/dev/termination-log"),
+            mount(&t.join("data"), "/srv/data"),
+        ]),
+    );
+    r.unwrap_or_else(|e| panic!("{e}\n{}\n{}", f.log(), c.log_tail()));
+    let s = c.wait_exit(&id.unwrap());
+    assert_eq!(s["exit_code"].as_i64().unwrap_or(0), 0, "{s}");
+    assert_eq!(
+        c.log_lines("hs", "app"),
+        ["pod-volume", "127.0.0.1 kubelet-hosts", "chroot-ok", "shm"]
+    );
+    assert_eq!(std::fs::read_to_string(&term).unwrap(), "done\n");
+    assert!(is_dir(&t.join("data")));
+
+    // The tenant made its hostPath a link to a host directory before the pod was created:
+    // containerd resolves it at CreateContainer and config.json names the host directory,
+    // in no chroot and not listed. Refused at StartContainer (on the previous code the pod
+    // printed "host-secret"), the line in the container's status, the host dir untouched.
+    let host = f.path().join("host-private");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("secret"), "host-secret\n").unwrap();
+    let before = snapshot(&host);
+    std::os::unix::fs::symlink(&host, t.join("vol")).unwrap();
+    let (id, r) = c.run(
+        &pod,
+        "trap",
+        "ovh-test:latest",
+        "cat /data/secret",
+        json!([mount(&t.join("vol"), "/data")]),
+    );
+    let e = r.expect_err("the host directory is not in host_sources");
+    assert!(
+        e.contains("oci-volume-runtime: ") && e.contains("host_sources"),
+        "{e}"
+    );
+    assert!(!e.contains("host-secret"), "{e}");
+    let s = c.status(&id.unwrap());
+    let msg = s["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("mount /data") && msg.contains("in no chroot") && msg.contains("host_sources"),
+        "{s}"
+    );
+    assert!(c.log_lines("hs", "trap").is_empty());
+    assert_unchanged(&before, &snapshot(&host), "the host directory");
+
+    // The same trick aimed at another pod's secret volume, a path the list holds for that
+    // pod only (`{io.kubernetes.cri.sandbox-uid}`): refused; `*` there would have let it in.
+    let token = root.join("kubelet/pods/uid-victim/volumes/kubernetes.io~secret/token");
+    std::fs::create_dir_all(&token).unwrap();
+    std::fs::write(token.join("token"), "victim-token\n").unwrap();
+    std::os::unix::fs::symlink(&token, t.join("steal")).unwrap();
+    let (_, r) = c.run(
+        &pod,
+        "steal",
+        "ovh-test:latest",
+        "cat /data/token",
+        json!([mount(&t.join("steal"), "/data")]),
+    );
+    let e = r.expect_err("another pod's volume is not this pod's to mount");
+    assert!(
+        e.contains("oci-volume-runtime: ") && e.contains("host_sources"),
+        "{e}"
+    );
+    assert!(c.log_lines("hs", "steal").is_empty());
 }
 
 /// The static binaries and the installer image (deploy/kubernetes/build-image.sh).

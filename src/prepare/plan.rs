@@ -44,7 +44,18 @@ impl Preparer<'_> {
             Err(r) => host(Action::Refuse(r.into()), ""),
             Ok(Place::Inside(inside)) => self.plan_chroot_mount(b, inside, settings)?,
             Ok(Place::Chroot(_)) => host(Action::Nothing, "source is a chroot itself"),
-            Ok(Place::Outside) => host(Action::Nothing, "source is in no chroot"),
+            Ok(Place::Outside) => match self.config.host_sources.as_deref() {
+                None => host(Action::Nothing, "source is in no chroot"),
+                Some(list) => {
+                    match crate::host_sources::check(list, &b.source, &self.view.annotations) {
+                        Ok(()) => host(
+                            Action::Nothing,
+                            "source is in no chroot, listed in host_sources",
+                        ),
+                        Err(r) => host(Action::Refuse(r), ""),
+                    }
+                }
+            },
         })
     }
 

@@ -27,6 +27,7 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
 use serde::Deserialize;
 
+use crate::chroot::Misplaced;
 use crate::refusal::Refusal;
 
 /// One `host_sources` entry, such as `/var/lib/kubelet/pods/*/volumes/**`: absolute, `*`
@@ -145,9 +146,10 @@ pub fn check(
         match c {
             Component::Normal(n) => given.push(n),
             Component::ParentDir => {
-                return Err(Refusal::DotDot {
+                return Err(Misplaced::DotDot {
                     path: source.to_path_buf(),
-                });
+                }
+                .into());
             }
             _ => {}
         }
@@ -274,7 +276,7 @@ mod tests {
             ("var/lib/kubelet/pods/u", false),
         ] {
             match chk(&p, Path::new(src)) {
-                Err(Refusal::DotDot { .. }) if dotdot => {}
+                Err(Refusal::Misplaced(Misplaced::DotDot { .. })) if dotdot => {}
                 Err(Refusal::HostSourceNotListed) if !dotdot => {}
                 other => panic!("{src}: {other:?}"),
             }

@@ -35,6 +35,7 @@ pub mod chroot;
 pub mod config;
 pub mod configure;
 pub mod doctor;
+pub mod go_json;
 pub mod hook;
 pub mod install_node;
 pub mod logging;

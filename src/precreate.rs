@@ -27,7 +27,7 @@ pub const STAGING_TTL: Duration = Duration::from_secs(120);
 
 /// Runs the stage. Nothing is written to stdout unless preparation succeeded.
 pub fn run(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Result<bool> {
-    let mut doc = spec::read_json(stdin, "config.json on stdin")?;
+    let mut doc = spec::read_config(stdin, "config.json on stdin")?;
     let id = spec::container_id(&doc);
     let _span = tracing::info_span!("container", id = %id).entered();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));

@@ -5,7 +5,9 @@ use libfuzzer_sys::fuzz_target;
 use oci_volume_hook::{config::Config, spec};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(doc) = spec::read_json(data, "input") else { return };
+    let Ok(doc) = spec::read_config(data, "input") else { return };
+    // What the Go-alike reader accepts, serde_json reads to the same value.
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(data).ok(), Some(doc.clone()));
     let _ = oci_volume_hook::precreate::podman_ids(&doc);
     let _ = spec::container_id(&doc);
     if let Ok(view) = spec::View::of(&doc, std::path::Path::new("/bundle")) {

@@ -78,9 +78,9 @@ pub struct TreeStats {
 }
 
 /// Gives every entry below the directory `dir` (an `O_PATH` descriptor; not `dir` itself) to
-/// `uid`/`gid`. Each entry is opened `O_PATH|O_NOFOLLOW` under its parent's descriptor, then
-/// judged and changed through that one descriptor: a tenant renaming entries meanwhile can
-/// never have a hard link changed that was judged as a single-link file. Never follows a
+/// `uid`/`gid`. Each entry to change is opened `O_PATH|O_NOFOLLOW` under its parent's
+/// descriptor, then judged again and changed through that one descriptor: a tenant renaming
+/// entries meanwhile can never have a hard link changed that was judged a single-link file. Never follows a
 /// symlink (links themselves are changed), never crosses a
 /// mount point (`statx`: STATX_ATTR_MOUNT_ROOT, or a mount id other than the top's, so a
 /// bind mount of the same filesystem counts), never changes a non-directory with more than
@@ -199,6 +199,19 @@ impl Walk {
         Ok((st.ino == ino && !self.other_mount(&st)).then_some(fd))
     }
 
+    /// What the walk does with an entry.
+    fn judge(&self, st: &Stx) -> Verdict {
+        if self.other_mount(st) {
+            Verdict::Mount
+        } else if st.uid == self.uid && st.gid == self.gid {
+            Verdict::Right
+        } else if !st.is_dir() && st.nlink > 1 {
+            Verdict::HardLink
+        } else {
+            Verdict::Change
+        }
+    }
+
     fn other_mount(&self, st: &Stx) -> bool {
         st.mount_root || st.dev != self.dev || (self.mnt_id.is_some() && st.mnt_id != self.mnt_id)
     }
@@ -221,31 +234,33 @@ impl Walk {
         let mut stats = TreeStats::default();
         let mut children = Vec::new();
         for name in names {
+            // A first look by name: what needs no change costs one statx, as a walk by name.
+            let st = match statx_at(&*fd, name.as_c_str(), StatxAt::SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => continue, // removed meanwhile
+                Err(e) => return Err(e).context("statx"),
+            };
+            let verdict = self.judge(&st);
+            if verdict != Verdict::Mount && st.is_dir() {
+                children.push(Job::Child(fd.clone(), name.clone(), st.ino));
+            }
+            if verdict != Verdict::Change {
+                stats.count(verdict);
+                continue;
+            }
+            // To change it: judged again, and changed, through one descriptor.
             let entry = match openat(&*fd, name.as_c_str(), ENTRY_FLAGS, Mode::empty()) {
                 Ok(entry) => entry,
-                Err(Errno::ENOENT) => continue, // removed meanwhile
+                Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(e).context("opening an entry"),
             };
             let st = statx_at(&entry, c"", StatxAt::EMPTY_PATH).context("statx")?;
-            if self.other_mount(&st) {
-                stats.skipped_mounts += 1;
-                continue;
+            let verdict = self.judge(&st);
+            if verdict == Verdict::Change {
+                let (u, g) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
+                fchownat(&entry, "", u, g, AtFlags::AT_EMPTY_PATH).context("chown")?;
             }
-            let is_dir = st.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
-            if is_dir {
-                children.push(Job::Child(fd.clone(), name, st.ino));
-            }
-            if st.uid == self.uid && st.gid == self.gid {
-                stats.already_right += 1;
-                continue;
-            }
-            if !is_dir && st.nlink > 1 {
-                stats.skipped_hard_links += 1;
-                continue;
-            }
-            let (u, g) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
-            fchownat(&entry, "", u, g, AtFlags::AT_EMPTY_PATH).context("chown")?;
-            stats.changed += 1;
+            stats.count(verdict);
         }
         if !children.is_empty() {
             self.pending.fetch_add(children.len(), Ordering::SeqCst);
@@ -262,6 +277,27 @@ impl Walk {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Neither changed nor entered.
+    Mount,
+    Right,
+    /// A non-directory with several links: another may lie outside the chroot.
+    HardLink,
+    Change,
+}
+
+impl TreeStats {
+    fn count(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Mount => self.skipped_mounts += 1,
+            Verdict::Right => self.already_right += 1,
+            Verdict::HardLink => self.skipped_hard_links += 1,
+            Verdict::Change => self.changed += 1,
+        }
+    }
+}
+
 /// What the walk needs of an entry, from `statx`.
 struct Stx {
     mode: u32,
@@ -272,6 +308,12 @@ struct Stx {
     dev: u64,
     mount_root: bool,
     mnt_id: Option<u64>,
+}
+
+impl Stx {
+    fn is_dir(&self) -> bool {
+        self.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+    }
 }
 
 /// `statx(dir, name, flags)`, asking for the mount id (nix has no statx; rustix's is safe).

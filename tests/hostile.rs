@@ -542,7 +542,10 @@ fn a_tenant_path_shaped_like_podmans_neither_names_staging_nor_feeds_the_reaper(
     let o = f.hook(&["precreate"], &serde_json::to_vec(&doc).unwrap());
     assert!(o.status.success(), "{}", stderr(&o));
     let (entries, mounts) = f.staging_left();
-    assert!(entries.len() == 1 && !mounts.is_empty(), "{entries:?} {mounts:?}");
+    assert!(
+        entries.len() == 1 && !mounts.is_empty(),
+        "{entries:?} {mounts:?}"
+    );
     let name = entries[0]
         .file_name()
         .unwrap()

@@ -104,13 +104,7 @@ impl Node<'_> {
     }
 
     /// The shape of the value under `key`, or the refusal of `key` in this object.
-    fn field(&self, map: &Map<String, Value>, key: &str) -> Result<&'static Shape, Ambiguity> {
-        if map.contains_key(key) {
-            return Err(Ambiguity::Duplicate {
-                at: self.at.to_string(),
-                key: key.into(),
-            });
-        }
+    fn field(&self, key: &str) -> Result<&'static Shape, Ambiguity> {
         match self.shape {
             Struct(fields) => {
                 if let Some((_, shape)) = fields.iter().find(|(f, _)| *f == key) {
@@ -185,16 +179,33 @@ impl<'de> Visitor<'de> for Node<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            let shape = self.field(&map, &key).map_err(|a| self.refuse(a))?;
+            let shape = self.field(&key).map_err(|a| self.refuse(a))?;
             let at = Trail::Key(self.at, &key);
             let value = access.next_value_seed(Node {
                 shape,
                 at: &at,
                 found: self.found,
             })?;
-            map.insert(key, value);
+            // One hash per key, as serde_json's own reading: a key seen before is refused.
+            if let Some(key) = insert(&mut map, key, value) {
+                return Err(self.refuse(Ambiguity::Duplicate {
+                    at: self.at.to_string(),
+                    key,
+                }));
+            }
         }
         Ok(Value::Object(map))
+    }
+}
+
+/// Inserts `key`, unless it is there already: then gives it back.
+fn insert(map: &mut Map<String, Value>, key: String, value: Value) -> Option<String> {
+    match map.entry(key) {
+        serde_json::map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            None
+        }
+        serde_json::map::Entry::Occupied(slot) => Some(slot.key().clone()),
     }
 }
 

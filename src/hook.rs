@@ -191,7 +191,7 @@ pub fn main() -> ExitCode {
 
 /// The OCI hook: state on stdin names the bundle.
 pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
-    let state = spec::read_json(stdin, "OCI state on stdin")?;
+    let state = spec::read_state(stdin, "OCI state on stdin")?;
     let id = state
         .get("id")
         .and_then(Value::as_str)
@@ -215,7 +215,7 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
 /// The poststop stage: takes away the container's staging mounts (by id for the wrapper, by
 /// annotations for precreate).
 pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
-    let state = spec::read_json(stdin, "OCI state on stdin")?;
+    let state = spec::read_state(stdin, "OCI state on stdin")?;
     let id = state.get("id").and_then(Value::as_str).unwrap_or_default();
     let _span = tracing::info_span!("container", id = %id).entered();
     precreate::sweep_stale(config);

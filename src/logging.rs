@@ -131,6 +131,7 @@ impl Dest {
 
     /// Sends one formatted line; false if it could not go out now.
     fn emit(&self, level: Level, line: &str) -> bool {
+        let line = &one_line(line);
         let now = SystemTime::now();
         match self {
             Dest::Journald(s, id) => s.send(&journald_datagram(id, level, line)).is_ok(),
@@ -212,11 +213,11 @@ impl Write for Line<'_> {
 
 impl Drop for Line<'_> {
     fn drop(&mut self) {
+        // `emit` folds and escapes it.
         let text = String::from_utf8_lossy(&self.buf);
-        let text = one_line(&text);
         let dropped = DROPPED.swap(0, Ordering::Relaxed);
         let line = match dropped {
-            0 => text,
+            0 => text.into_owned(),
             n => format!("({n} earlier log lines dropped) {text}"),
         };
         if !self.out.emit(self.level, &line) {
@@ -258,13 +259,35 @@ pub fn report_failure(sink: Sink, bin: &str, err: &anyhow::Error) {
     let _ = writeln!(io::stderr(), "{bin}: {msg}");
 }
 
-/// Folds a message onto one line.
+/// Folds a message onto one line, escaping every control character (C0, DEL, C1 such as
+/// U+0085) and U+2028/U+2029 that remains: tenant-chosen names (paths, annotations, ids) are
+/// in messages, and none may start a forged line in any sink. Applying it twice changes
+/// nothing more.
 pub fn one_line(msg: &str) -> String {
-    msg.split('\n')
+    let folded = msg
+        .split('\n')
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(" ");
+    if !folded.chars().any(breaks_lines) {
+        return folded;
+    }
+    let mut out = String::with_capacity(folded.len() + 16);
+    for c in folded.chars() {
+        match c {
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if breaks_lines(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Whether `c` may not appear raw in a log line.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
 }
 
 /// One line in runc's log format: JSON (`--log-format json`) or logrus text.
@@ -282,7 +305,8 @@ pub fn runtime_log_line(json: bool, level: Level, msg: &str, now: SystemTime) ->
 /// reason a `create` failed. Never blocks, never fails the caller.
 pub fn append_runtime_error(log: &RuntimeLog, msg: &str) {
     if let Some(f) = open_append(&log.path) {
-        let line = runtime_log_line(log.json, Level::ERROR, msg, SystemTime::now()) + "\n";
+        let msg = one_line(msg);
+        let line = runtime_log_line(log.json, Level::ERROR, &msg, SystemTime::now()) + "\n";
         write_locked(&f, &line);
     }
 }
@@ -407,5 +431,103 @@ mod tests {
     #[test]
     fn errors_are_folded_onto_one_line() {
         assert_eq!(one_line("a\n  b\n\nc"), "a b c");
+    }
+
+    /// A tenant's name holding CR, LS, PS, NEL, DEL, ESC and a C1 control.
+    const FORGED: &str = "/c/t/x\r2026 ERROR forged\u{2028}y\u{2029}\u{85}\u{7f}\u{1b}[2J\u{9b}\tz";
+    const ESCAPED: &str =
+        "/c/t/x\\r2026 ERROR forged\\u{2028}y\\u{2029}\\u{85}\\u{7f}\\u{1b}[2J\\u{9b}\\tz";
+
+    #[test]
+    fn control_characters_and_line_separators_are_escaped() {
+        assert_eq!(one_line(FORGED), ESCAPED);
+        assert_eq!(one_line(&one_line(FORGED)), ESCAPED, "idempotent");
+        assert!(!one_line(FORGED).chars().any(breaks_lines));
+        assert_eq!(
+            one_line("caf\u{e9} \u{a0}ok"),
+            "caf\u{e9} \u{a0}ok",
+            "printable text kept"
+        );
+    }
+
+    /// What a sink received holds no raw line break of any kind, and the escaped name.
+    fn assert_escaped(received: &str) {
+        assert!(received.contains(ESCAPED), "{received:?}");
+        let body = received.trim_end_matches('\n');
+        assert!(!body.chars().any(breaks_lines), "{received:?}");
+    }
+
+    /// Sends one tracing line holding `FORGED` through `dest`, as the subscriber does.
+    fn log_through(dest: &Dest) {
+        let mut line = Line {
+            out: dest,
+            level: Level::WARN,
+            buf: Vec::new(),
+        };
+        writeln!(line, "mount /data: source {FORGED} refused").unwrap();
+    }
+
+    #[test]
+    fn every_sink_gets_tenant_names_escaped() {
+        let t = tempfile::tempdir().unwrap();
+        let mut buf = [0u8; 4096];
+        for journald in [true, false] {
+            let path = t.path().join(format!("sock-{journald}"));
+            let server = UnixDatagram::bind(&path).unwrap();
+            let socket = connect(&path).unwrap();
+            let dest = match journald {
+                true => Dest::Journald(socket, "x".into()),
+                false => Dest::Syslog(socket, syslog_tag("x")),
+            };
+            log_through(&dest);
+            let n = server.recv(&mut buf).unwrap();
+            let got = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if journald {
+                // One `KEY=value` line per field: the message went as text, not binary.
+                assert!(got.contains("\nMESSAGE=mount /data"), "{got:?}");
+                assert_escaped(got.rsplit("\nMESSAGE=").next().unwrap());
+            } else {
+                assert_escaped(&got);
+            }
+        }
+        for (name, json) in [
+            ("file", None),
+            ("log.json", Some(true)),
+            ("log.txt", Some(false)),
+        ] {
+            let path = t.path().join(name);
+            let file = open_append(&path).unwrap();
+            let dest = match json {
+                None => Dest::File(file),
+                Some(json) => Dest::Runtime(file, json),
+            };
+            log_through(&dest);
+            if let Some(json) = json {
+                let rl = RuntimeLog {
+                    path: path.clone(),
+                    json,
+                };
+                append_runtime_error(&rl, &format!("refused {FORGED}"));
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 1 + json.is_some() as usize, "{name}: {text:?}");
+            for line in lines {
+                if json == Some(true) {
+                    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                    assert_escaped(v["msg"].as_str().unwrap());
+                    assert!(!line.chars().any(breaks_lines), "{line:?}");
+                } else if json == Some(false) {
+                    // logrus quotes the message: escapes show doubled.
+                    assert!(!line.chars().any(breaks_lines), "{line:?}");
+                    assert!(
+                        line.contains("\\\\r2026 ERROR forged\\\\u{2028}"),
+                        "{line:?}"
+                    );
+                } else {
+                    assert_escaped(line);
+                }
+            }
+        }
     }
 }

@@ -89,7 +89,10 @@ pub struct TreeStats {
 }
 
 /// Gives every entry below the directory `dir` (an `O_PATH` descriptor; not `dir` itself) to
-/// `uid`/`gid`. Never follows a symlink (links themselves are changed), never crosses a
+/// `uid`/`gid`. Each entry to change is opened `O_PATH|O_NOFOLLOW` under its parent's
+/// descriptor, then judged again and changed through that one descriptor: a tenant renaming
+/// entries meanwhile can never have a hard link changed that was judged a single-link file. Never follows a
+/// symlink (links themselves are changed), never crosses a
 /// mount point (`statx`: STATX_ATTR_MOUNT_ROOT, or a mount id other than the top's, so a
 /// bind mount of the same filesystem counts), never changes a non-directory with more than
 /// one link, and skips entries that are already right, so that a tree half
@@ -132,9 +135,16 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 
 enum Job {
     Open(OwnedFd),
-    /// A subdirectory, opened when its turn comes so that few descriptors are held at once.
-    Child(Arc<OwnedFd>, CString),
+    /// A subdirectory checked (and changed) through its own descriptor, entered when its
+    /// turn comes so that few descriptors are held at once: reopened by name under its
+    /// parent's descriptor, and entered only if it is still the inode that was checked.
+    Child(Arc<OwnedFd>, CString, u64),
 }
+
+/// An entry, for the one `statx` and the one `fchownat` that decide and change it.
+const ENTRY_FLAGS: OFlag = OFlag::O_PATH
+    .union(OFlag::O_NOFOLLOW)
+    .union(OFlag::O_CLOEXEC);
 
 struct Walk {
     uid: u32,
@@ -185,18 +195,44 @@ impl Walk {
         }
     }
 
-    /// One directory: every entry stated, changed if wrong; subdirectories queued.
+    /// The directory a job names, opened for reading; None when it was swapped meanwhile.
+    fn enter(&self, job: Job) -> Result<Option<OwnedFd>> {
+        let (parent, name, ino) = match job {
+            Job::Open(fd) => return Ok(Some(fd)),
+            Job::Child(parent, name, ino) => (parent, name, ino),
+        };
+        let fd = match openat(&*parent, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(None),
+            Err(e) => return Err(e).context("opening directory"),
+        };
+        let st = statx_at(&fd, c"", StatxAt::EMPTY_PATH).context("statx")?;
+        Ok((st.ino == ino && !self.other_mount(&st)).then_some(fd))
+    }
+
+    /// What the walk does with an entry.
+    fn judge(&self, st: &Stx) -> Verdict {
+        if self.other_mount(st) {
+            Verdict::Mount
+        } else if st.uid == self.uid && st.gid == self.gid {
+            Verdict::Right
+        } else if !st.is_dir() && st.nlink > 1 {
+            Verdict::HardLink
+        } else {
+            Verdict::Change
+        }
+    }
+
+    fn other_mount(&self, st: &Stx) -> bool {
+        st.mount_root || st.dev != self.dev || (self.mnt_id.is_some() && st.mnt_id != self.mnt_id)
+    }
+
+    /// One directory: every entry opened `O_PATH|O_NOFOLLOW`, stated and changed through
+    /// that one descriptor (a name swapped in between cannot be what is changed);
+    /// subdirectories queued.
     fn directory(&self, job: Job) -> Result<()> {
-        let fd = match job {
-            Job::Open(fd) => fd,
-            Job::Child(parent, name) => {
-                match openat(&*parent, name.as_c_str(), DIR_FLAGS, Mode::empty()) {
-                    Ok(fd) => fd,
-                    // Swapped for something else since it was listed: nothing to enter.
-                    Err(Errno::ENOENT | Errno::ENOTDIR | Errno::ELOOP) => return Ok(()),
-                    Err(e) => return Err(e).context("opening directory"),
-                }
-            }
+        let Some(fd) = self.enter(job)? else {
+            return Ok(());
         };
         let names: Vec<CString> = nix::dir::Dir::from_fd(fd.try_clone().context("dup")?)
             .context("reading directory")?
@@ -209,34 +245,33 @@ impl Walk {
         let mut stats = TreeStats::default();
         let mut children = Vec::new();
         for name in names {
+            // A first look by name: what needs no change costs one statx, as a walk by name.
             let st = match statx_at(&*fd, name.as_c_str(), StatxAt::SYMLINK_NOFOLLOW) {
                 Ok(st) => st,
                 Err(Errno::ENOENT) => continue, // removed meanwhile
                 Err(e) => return Err(e).context("statx"),
             };
-            let other_mount = self.mnt_id.is_some() && st.mnt_id != self.mnt_id;
-            if st.mount_root || st.dev != self.dev || other_mount {
-                stats.skipped_mounts += 1;
+            let verdict = self.judge(&st);
+            if verdict != Verdict::Mount && st.is_dir() {
+                children.push(Job::Child(fd.clone(), name.clone(), st.ino));
+            }
+            if verdict != Verdict::Change {
+                stats.count(verdict);
                 continue;
             }
-            let is_dir = st.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits();
-            if is_dir {
-                children.push(Job::Child(fd.clone(), name.clone()));
+            // To change it: judged again, and changed, through one descriptor.
+            let entry = match openat(&*fd, name.as_c_str(), ENTRY_FLAGS, Mode::empty()) {
+                Ok(entry) => entry,
+                Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(e).context("opening an entry"),
+            };
+            let st = statx_at(&entry, c"", StatxAt::EMPTY_PATH).context("statx")?;
+            let verdict = self.judge(&st);
+            if verdict == Verdict::Change {
+                let (u, g) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
+                fchownat(&entry, "", u, g, AtFlags::AT_EMPTY_PATH).context("chown")?;
             }
-            if st.uid == self.uid && st.gid == self.gid {
-                stats.already_right += 1;
-                continue;
-            }
-            if !is_dir && st.nlink > 1 {
-                stats.skipped_hard_links += 1;
-                continue;
-            }
-            let (u, g) = (Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)));
-            match fchownat(&*fd, name.as_c_str(), u, g, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(()) => stats.changed += 1,
-                Err(Errno::ENOENT) => {}
-                Err(e) => return Err(e).context("chown"),
-            }
+            stats.count(verdict);
         }
         if !children.is_empty() {
             self.pending.fetch_add(children.len(), Ordering::SeqCst);
@@ -253,15 +288,43 @@ impl Walk {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Neither changed nor entered.
+    Mount,
+    Right,
+    /// A non-directory with several links: another may lie outside the chroot.
+    HardLink,
+    Change,
+}
+
+impl TreeStats {
+    fn count(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Mount => self.skipped_mounts += 1,
+            Verdict::Right => self.already_right += 1,
+            Verdict::HardLink => self.skipped_hard_links += 1,
+            Verdict::Change => self.changed += 1,
+        }
+    }
+}
+
 /// What the walk needs of an entry, from `statx`.
 struct Stx {
     mode: u32,
     uid: u32,
     gid: u32,
     nlink: u32,
+    ino: u64,
     dev: u64,
     mount_root: bool,
     mnt_id: Option<u64>,
+}
+
+impl Stx {
+    fn is_dir(&self) -> bool {
+        self.mode & SFlag::S_IFMT.bits() == SFlag::S_IFDIR.bits()
+    }
 }
 
 /// `statx(dir, name, flags)`, asking for the mount id (nix has no statx; rustix's is safe).
@@ -279,6 +342,7 @@ fn statx_at(dir: impl AsFd, name: &std::ffi::CStr, flags: StatxAt) -> nix::Resul
         uid: b.stx_uid,
         gid: b.stx_gid,
         nlink: b.stx_nlink,
+        ino: b.stx_ino,
         dev: rustix::fs::makedev(b.stx_dev_major, b.stx_dev_minor),
         mount_root: b.stx_attributes_mask.contains(root) && b.stx_attributes.contains(root),
         mnt_id: (b.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(b.stx_mnt_id),

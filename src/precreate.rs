@@ -9,13 +9,14 @@
 use std::io::{self, Write};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use crate::chroot::{self, Pattern};
 use crate::config::Config;
 use crate::prepare::MountPlan;
 use crate::sources;
@@ -27,11 +28,11 @@ pub const STAGING_TTL: Duration = Duration::from_secs(120);
 
 /// Runs the stage. Nothing is written to stdout unless preparation succeeded.
 pub fn run(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Result<bool> {
-    let mut doc = spec::read_json(stdin, "config.json on stdin")?;
+    let mut doc = spec::read_config(stdin, "config.json on stdin")?;
     let id = spec::container_id(&doc);
     let _span = tracing::info_span!("container", id = %id).entered();
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-    let podman = podman_ids(&doc);
+    let podman = podman_ids(&doc, &config.chroots);
     let short = podman.id.clone().unwrap_or_else(|| "unknown".into());
     let key = staging::Key::new(&format!("{}{}", prefix(&short), std::process::id()))?;
     sweep_stale(config);
@@ -76,17 +77,39 @@ pub struct PodmanIds {
     pub userdata: Option<PathBuf>,
 }
 
+/// The destinations podman mounts from the container's own `userdata` directory.
+const PODMAN_OWN: [&str; 4] = [
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/run/.containerenv",
+];
+
 /// precreate is not told the container id, yet the poststop stage, which takes staging away,
 /// only knows the id. podman's own mounts (`/etc/hostname`, `/etc/hosts`...) come from
-/// `<runroot>/.../<id>/userdata/...`; failing that, the hostname, which podman makes the short
-/// id.
-pub fn podman_ids(doc: &Value) -> PodmanIds {
+/// `<runroot>/.../<id>/userdata/...`. Only those are read: a mount at another destination,
+/// or from a chroot, or with `..`, is a tenant's volume, whose path the tenant chooses (a
+/// chosen id would name its staging after another container, a chosen `userdata` would hand
+/// the reaper a pid file the tenant writes). Nothing else in config.json (the hostname, the
+/// annotations) is the engine's alone: without such a mount the id is unknown, and staging
+/// is keyed by this process's pid.
+pub fn podman_ids(doc: &Value, chroots: &[Pattern]) -> PodmanIds {
     let sources = doc
         .get("mounts")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|m| m.get("source")?.as_str());
+        .filter(|m| {
+            let dest = m.get("destination").and_then(Value::as_str);
+            dest.is_some_and(|d| PODMAN_OWN.contains(&d))
+        })
+        .filter_map(|m| m.get("source")?.as_str())
+        .filter(|src| {
+            let path = Path::new(src);
+            path.is_absolute()
+                && !path.components().any(|c| c == Component::ParentDir)
+                && matches!(chroot::locate(chroots, path), Ok(None))
+        });
     for src in sources {
         let parts: Vec<&str> = src.split('/').collect();
         for (i, w) in parts.windows(2).enumerate() {
@@ -99,12 +122,7 @@ pub fn podman_ids(doc: &Value) -> PodmanIds {
             }
         }
     }
-    let id = doc
-        .get("hostname")
-        .and_then(Value::as_str)
-        .filter(|h| staging::Key::new(h).is_ok())
-        .map(String::from);
-    PodmanIds { id, userdata: None }
+    PodmanIds::default()
 }
 
 /// The prefix of the staging keys of a precreate for container `id`; a pid follows, so
@@ -193,7 +211,7 @@ mod tests {
             {"destination": "/etc/hostname", "source": format!("/run/rr/vfs-containers/{id}/userdata/hostname")}
         ]});
         assert_eq!(
-            podman_ids(&doc),
+            podman_ids(&doc, &[]),
             PodmanIds {
                 id: Some(id.into()),
                 userdata: Some(PathBuf::from(format!(
@@ -201,12 +219,38 @@ mod tests {
                 )))
             }
         );
-        let doc = json!({"hostname": "short"});
-        assert_eq!(podman_ids(&doc).id.as_deref(), Some("short"));
+        // The hostname is the container's to choose: never an id.
         assert_eq!(
-            podman_ids(&json!({"hostname": "a/b"})),
+            podman_ids(&json!({"hostname": "short"}), &[]),
             PodmanIds::default()
         );
+    }
+
+    /// A tenant's volume path shaped like podman's own (`<64 hex>/userdata/...`), listed first,
+    /// neither names the staging nor gives the reaper its pid file.
+    #[test]
+    fn a_tenant_volume_path_never_names_staging_or_the_pid_file() {
+        let chroots = [Pattern::parse("/c/*").unwrap()];
+        let id = "865783e794a7b7d0f8facf6dc59888a1b00a2fbfbb8b43c43ee8b8f38eab406b";
+        let fake = "0".repeat(64);
+        let own = json!({"destination": "/etc/hosts", "source": format!("/run/rr/c/{id}/userdata/hosts")});
+        let hostile = [
+            // In a chroot, at a destination podman uses too.
+            json!({"destination": "/etc/hostname", "source": format!("/c/t/{fake}/userdata/hostname")}),
+            // Outside the chroots through `..`.
+            json!({"destination": "/etc/resolv.conf", "source": format!("/c/t/../../x/{fake}/userdata/r")}),
+            // Anywhere, at a destination of the tenant's.
+            json!({"destination": "/data", "source": format!("/srv/{fake}/userdata/data")}),
+        ];
+        for m in &hostile {
+            let doc = json!({"mounts": [m, own]});
+            let ids = podman_ids(&doc, &chroots);
+            assert_eq!(ids.id.as_deref(), Some(id), "{m}");
+            let userdata = ids.userdata.unwrap();
+            assert_eq!(userdata, Path::new(&format!("/run/rr/c/{id}/userdata")));
+            let doc = json!({"mounts": [m]});
+            assert_eq!(podman_ids(&doc, &chroots), PodmanIds::default(), "{m}");
+        }
     }
 
     #[test]

@@ -14,14 +14,27 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::chroot::PATH_MAX;
+use crate::go_json;
 
 /// config.json and OCI state documents larger than this are refused rather than parsed.
 pub const MAX_DOCUMENT: u64 = 64 << 20;
 
-/// Reads one JSON document, refusing oversized input.
-pub fn read_json(input: impl Read, what: &str) -> Result<Value> {
-    let buf = read_bounded(input, what)?;
-    serde_json::from_slice(&buf).with_context(|| format!("{what} is not valid JSON"))
+/// Reads a config.json from `input` (podman's precreate stdin), refusing oversized input and
+/// any document runc would read differently ([`go_json`]).
+pub fn read_config(input: impl Read, what: &str) -> Result<Value> {
+    parse(&read_bounded(input, what)?, what, &go_json::CONFIG)
+}
+
+/// Reads an OCI state document (a hook's stdin), as [`read_config`] does.
+pub fn read_state(input: impl Read, what: &str) -> Result<Value> {
+    parse(&read_bounded(input, what)?, what, &go_json::STATE)
+}
+
+fn parse(bytes: &[u8], what: &str, shape: &'static go_json::Shape) -> Result<Value> {
+    go_json::parse(bytes, shape).map_err(|e| match e.downcast::<go_json::Ambiguity>() {
+        Ok(ambiguity) => anyhow!("{what}: {ambiguity}"),
+        Err(e) => e.context(format!("{what} is not valid JSON")),
+    })
 }
 
 fn read_bounded(mut input: impl Read, what: &str) -> Result<Vec<u8>> {
@@ -93,9 +106,10 @@ pub fn read_bundle_config_file(bundle: &Path) -> Result<(Vec<u8>, FileId)> {
     Ok((bytes, id))
 }
 
-/// Parses config.json's bytes, naming the file in errors.
+/// Parses config.json's bytes, naming the file in errors; refuses a document runc would read
+/// differently ([`go_json`]).
 pub fn parse_config(bytes: &[u8], path: &Path) -> Result<Value> {
-    serde_json::from_slice(bytes).with_context(|| format!("{} is not valid JSON", path.display()))
+    parse(bytes, &path.display().to_string(), &go_json::CONFIG)
 }
 
 /// One entry of `mounts`, with its position so it can be edited in place.
@@ -333,9 +347,9 @@ mod tests {
 
     #[test]
     fn oversized_and_malformed_input() {
-        assert!(read_json(&b"{\"a\":"[..], "stdin").is_err());
+        assert!(read_config(&b"{\"a\":"[..], "stdin").is_err());
         let big = std::io::repeat(b' ').take(MAX_DOCUMENT + 10);
-        let err = read_json(big, "stdin").unwrap_err();
+        let err = read_config(big, "stdin").unwrap_err();
         assert!(err.to_string().contains("larger than"));
     }
 }

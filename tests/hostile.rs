@@ -519,3 +519,58 @@ fn a_chroot_base_others_can_write_is_refused() {
         assert_unchanged(&before, &snapshot(&c.tenant), why);
     }
 }
+
+/// A tenant volume whose path looks like podman's own (`<64 hex>/userdata/...`) must neither
+/// name precreate's staging (another container's id) nor give the reaper its pid file: the
+/// tenant would write that file and have the staging taken away before runc mounts it. On
+/// the code that took both from any mount source, the staging was named after the fake id
+/// and gone as soon as the tenant wrote `pidfile`.
+#[test]
+fn a_tenant_path_shaped_like_podmans_neither_names_staging_nor_feeds_the_reaper() {
+    if !root_or_skip("precreate_key") {
+        return;
+    }
+    let f = Fixture::new();
+    let t = f.tenant("user-toto");
+    let fake = "0".repeat(64);
+    let userdata = t.join(&fake).join("userdata");
+    std::fs::create_dir_all(userdata.join("vol")).unwrap();
+    let b = f.bundle("b");
+    let mut doc = runc_config(
+        "true",
+        vec![bind(&userdata.join("vol"), "/data", false)],
+        None,
+    );
+    doc["root"]["path"] = json!(b.join("rootfs"));
+    let o = f.hook(&["precreate"], &serde_json::to_vec(&doc).unwrap());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (entries, mounts) = f.staging_left();
+    assert!(
+        entries.len() == 1 && !mounts.is_empty(),
+        "{entries:?} {mounts:?}"
+    );
+    let name = entries[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("precreate-") && !name.contains(&fake),
+        "staging named by the tenant: {name}"
+    );
+    // The tenant writes the pid file a reaper fed by its path would watch (once the reaper
+    // has looked at it a first time).
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::write(userdata.join("pidfile"), "1\n").unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        f.staging_left().0,
+        entries,
+        "the tenant's pid file took staging away before runc could mount it"
+    );
+    oci_volume_hook::staging::cleanup(
+        &f.staging(),
+        &oci_volume_hook::staging::Key::new(&name).unwrap(),
+    )
+    .unwrap();
+}

@@ -6,6 +6,7 @@
 mod common;
 
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -219,4 +220,121 @@ fn swapping_between_the_check_and_the_runtimes_mount() {
     }
     swapper.stop(&s.tenant, "data", "swap");
     assert!(seen.iter().all(|s| s == "tenant data\n"), "{seen:?}");
+}
+
+/// Exchanges `dir/f<i>` and `dir/h<i>` for every `i` in turn, until stopped; each pair is
+/// exchanged as often as the others and an even number of times, so names end as they began.
+fn exchange_pairs(dir: &Path, pairs: usize, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    let fd: OwnedFd = open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+    std::thread::spawn(move || {
+        let mut passes = 0u64;
+        while !stop.load(Ordering::Relaxed) || passes % 2 == 1 {
+            for i in 0..pairs {
+                let (f, h) = (format!("f{i}"), format!("h{i}"));
+                renameat2(
+                    &fd,
+                    f.as_str(),
+                    &fd,
+                    h.as_str(),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .unwrap();
+            }
+            passes += 1;
+        }
+        passes
+    })
+}
+
+/// The recursive ownership repair (`recursive-on-mismatch`) against a tenant that holds a hard
+/// link to a host file and exchanges it, in a loop, with a file of its own that needs
+/// changing: a walk that judges by name and changes by name (as the tool did before it went
+/// through one descriptor per entry: 1 in about 1,500 walks gave the host file away) changes
+/// the host file; the tool never does.
+#[test]
+fn exchanging_a_hard_link_with_a_file_while_ownership_is_repaired() {
+    if !root_or_skip("race_chown") {
+        return;
+    }
+    const PAIRS: usize = 32;
+    const BUDGET: Duration = Duration::from_secs(20);
+    let f = Fixture::new();
+    let vol = f.tenant("user-toto").join("vol");
+    std::fs::create_dir_all(&vol).unwrap();
+    let host = f.path().join("host-file");
+    std::fs::write(&host, "host\n").unwrap();
+    let mut own = Vec::new();
+    for i in 0..PAIRS {
+        let p = vol.join(format!("f{i}"));
+        std::fs::write(&p, "tenant\n").unwrap();
+        own.push(std::fs::File::open(&p).unwrap());
+        std::fs::hard_link(&host, vol.join(format!("h{i}"))).unwrap();
+    }
+    let host_owner = || owner_of(&host);
+    // The tenant's own files need changing again before each walk.
+    let reset = || {
+        for file in &own {
+            std::os::unix::fs::fchown(file, Some(0), Some(0)).unwrap();
+        }
+    };
+    let (uid, gid) = (100000, 100000);
+
+    // By name: lstat, then lchown. Bitten.
+    let naive = || {
+        for e in std::fs::read_dir(&vol).unwrap() {
+            let p = e.unwrap().path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            if m.is_file() && m.nlink() == 1 && (m.uid(), m.gid()) != (uid, gid) {
+                let _ = std::os::unix::fs::lchown(&p, Some(uid), Some(gid));
+            }
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = exchange_pairs(&vol, PAIRS, stop.clone());
+    let start = Instant::now();
+    let mut naive_walks = 0;
+    while host_owner() == (0, 0) && start.elapsed() < BUDGET {
+        reset();
+        naive();
+        naive_walks += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let passes = swapper.join().unwrap();
+    assert_ne!(
+        host_owner(),
+        (0, 0),
+        "the race never bit the walk by name ({naive_walks} walks, {passes} passes): the test proves nothing"
+    );
+    std::os::unix::fs::chown(&host, Some(0), Some(0)).unwrap();
+
+    // The tool, many more times under the same race.
+    let top = open(&vol, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+    let walks = (naive_walks * 20).clamp(3000, 20_000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = exchange_pairs(&vol, PAIRS, stop.clone());
+    let mut changed = 0;
+    for walk in 0..walks {
+        reset();
+        let stats = oci_volume_hook::ownership::chown_below(&top, uid, gid).unwrap();
+        changed += stats.changed;
+        assert_eq!(
+            host_owner(),
+            (0, 0),
+            "walk {walk} of {walks} gave the host file away"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    let passes = swapper.join().unwrap();
+    assert!(
+        changed > 0,
+        "the tool changed the tenant's files ({passes} passes)"
+    );
+    eprintln!(
+        "walk by name bitten after {naive_walks} walks; the tool: {walks} walks, {passes} passes"
+    );
+    for file in &own {
+        assert_eq!(file.metadata().unwrap().nlink(), 1);
+    }
 }

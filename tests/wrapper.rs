@@ -405,3 +405,73 @@ fn a_relative_source_reaching_a_chroot_is_judged_not_mounted_unchecked() {
         "{err}"
     );
 }
+
+/// runc reads config.json as Go does: `"Source"` fills the field `source` names, and the last
+/// of the two wins. A mount holding both would have the tool check and pin the first while
+/// runc mounts the second, a host directory. Refused, with one line naming the key (fails on
+/// the code that parsed with serde_json alone: the container printed `host`).
+#[test]
+fn a_source_spelled_twice_is_refused_since_runc_would_mount_the_other() {
+    let Some(runc) = engine("wrapper_source_twice", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("vol")).unwrap();
+    std::fs::write(t.join("vol/WHO"), "tenant\n").unwrap();
+    let host = f.path().join("host-dir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("WHO"), "host\n").unwrap();
+    let b = f.bundle("b");
+    let doc = runc_config(
+        "cat /data/WHO",
+        vec![bind(&t.join("vol"), "/data", true)],
+        None,
+    );
+    let json = |p: &Path| serde_json::to_string(p).unwrap();
+    let text = serde_json::to_string(&doc).unwrap();
+    let checked = format!("\"source\":{}", json(&t.join("vol")));
+    assert!(text.contains(&checked), "{text}");
+    let text = text.replace(&checked, &format!("{checked},\"Source\":{}", json(&host)));
+    std::fs::write(b.join("config.json"), &text).unwrap();
+
+    // What runc alone does with it: mounts the host directory.
+    let o = runc_run(&runc, &b, "ovh-twice-0");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "host\n",
+        "{}",
+        stderr(&o)
+    );
+
+    let state = b.join("state");
+    let o = wrapper(
+        &f,
+        &b,
+        &["--root", state.to_str().unwrap(), "run", "ovh-twice-1"],
+    );
+    let printed = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        printed, "",
+        "the container never ran (it printed the host's file)"
+    );
+    assert_one_line_error(
+        &o,
+        "oci-volume-runtime",
+        &[
+            "config.json: key mounts[3].\"Source\" is not spelled as the OCI field \"source\"",
+            "runc would read it as mounts[3].source",
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(b.join("config.json")).unwrap(),
+        text
+    );
+    assert!(!state.join("ovh-twice-1").exists(), "runc was not called");
+
+    // The same document on podman's precreate stdin.
+    let o = f.hook(&["precreate"], text.as_bytes());
+    assert!(o.stdout.is_empty());
+    assert_one_line_error(&o, "oci-volume-hook", &["mounts[3].\"Source\""]);
+}

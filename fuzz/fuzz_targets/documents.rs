@@ -5,8 +5,10 @@ use libfuzzer_sys::fuzz_target;
 use oci_volume_hook::{config::Config, spec};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(doc) = spec::read_json(data, "input") else { return };
-    let _ = oci_volume_hook::precreate::podman_ids(&doc);
+    let Ok(doc) = spec::read_config(data, "input") else { return };
+    // What the Go-alike reader accepts, serde_json reads to the same value.
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(data).ok(), Some(doc.clone()));
+    let _ = oci_volume_hook::precreate::podman_ids(&doc, &Config::default().chroots);
     let _ = spec::container_id(&doc);
     if let Ok(view) = spec::View::of(&doc, std::path::Path::new("/bundle")) {
         let _ = Config::default().settings(&view.annotations);

@@ -35,6 +35,11 @@ pub enum Ownership {
     Top,
     /// Like `top`, and when the source's own owner is wrong, everything below it too.
     RecursiveOnMismatch,
+    /// Nothing below the source is chowned: the wrapper makes the bind mount idmapped with
+    /// the container's mappings, so on-disk ids show as the container's own (on-disk 0 is
+    /// container root). Falls back to `recursive-on-mismatch`, saying why in the log, where
+    /// the runtime or the source's filesystem cannot idmap.
+    Idmap,
 }
 
 impl Ownership {
@@ -44,6 +49,7 @@ impl Ownership {
             Ownership::None => "none",
             Ownership::Top => "top",
             Ownership::RecursiveOnMismatch => "recursive-on-mismatch",
+            Ownership::Idmap => "idmap",
         }
     }
 }

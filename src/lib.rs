@@ -36,6 +36,7 @@ pub mod config;
 pub mod configure;
 pub mod doctor;
 pub mod hook;
+pub mod idmap;
 pub mod install_node;
 pub mod logging;
 pub mod manual;

@@ -78,7 +78,7 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
     }
     let id = inv.id().unwrap_or("-").to_string();
     let _span = tracing::info_span!("container", id = %id).entered();
-    match prepare_bundle(&config, inv) {
+    match prepare_bundle(&config, inv, &runtime) {
         Err(e) => fail(runtime_log, sink, &e),
         Ok(None) => exec(&runtime, args, runtime_log, sink),
         // The staging mounts live in this process's own mount namespace: run the runtime in
@@ -132,7 +132,7 @@ impl Original {
 /// namespace of its own holding the staging mounts and replaces config.json (atomically) with
 /// the edited document; returns the original to put back. When only in-chroot paths changed,
 /// replaces config.json for good.
-fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Staged>> {
+fn prepare_bundle(config: &Config, inv: &Invocation, runtime: &Path) -> Result<Option<Staged>> {
     let bundle = match inv.bundle() {
         Some(b) => b.to_path_buf(),
         None => std::env::current_dir().context("working directory")?,
@@ -148,7 +148,7 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<Staged>> {
     if pinning && sources::any_in_chroots(config, &view) {
         staging::private_namespace(base)?;
     }
-    let prepared = sources::prepare(config, &view, &mut doc)?;
+    let prepared = sources::prepare(config, &view, &mut doc, Some(runtime))?;
     if prepared.pins.is_empty() {
         if doc != before {
             atomic::replace(&path, &serde_json::to_vec(&doc)?, Volatile)?;

@@ -88,7 +88,12 @@ fn owners(dir: &Path) -> Vec<(PathBuf, u32, u32, i64)> {
         if m.is_dir() {
             stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
         }
-        v.push((p, m.uid(), m.gid(), m.ctime_nsec() + m.ctime() * 1_000_000_000));
+        v.push((
+            p,
+            m.uid(),
+            m.gid(),
+            m.ctime_nsec() + m.ctime() * 1_000_000_000,
+        ));
     }
     v.sort();
     v
@@ -120,7 +125,11 @@ fn an_engine_idmapped_volume_stays_writable_by_container_root() {
     write_config_json(&b, &doc);
     let o = wrapper_run(&f, &b, "ovh-idmap-engine", Some(&tree));
     assert!(o.status.success(), "{}\n{}", stderr(&o), f.log());
-    assert_eq!(out(&o), "0:0\n0:0\n", "the container sees its volume as its own");
+    assert_eq!(
+        out(&o),
+        "0:0\n0:0\n",
+        "the container sees its volume as its own"
+    );
     assert_eq!(owner_of(&data), (0, 0), "on disk, container root is 0");
     assert_eq!(owner_of(&data.join("new")), (0, 0));
 }

@@ -90,12 +90,15 @@ pub fn runtime_support(runtime: &Path) -> Result<(), Unsupported> {
     let out = Command::new(runtime)
         .arg("features")
         .stdin(Stdio::null())
-        .stderr(Stdio::null())
         .output()
         .map_err(|e| format!("runtime {name} could not be asked for its features: {e}"))?;
     if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        let said = said.lines().next().unwrap_or_default().trim();
         return Err(format!(
-            "runtime {name} has no `features` command (runc < 1.2): no idmapped mounts"
+            "`{name} features` failed ({}{}{said}): no idmapped mounts",
+            out.status,
+            if said.is_empty() { "" } else { ": " }
         ));
     }
     features_say_idmap(&out.stdout).map_err(|why| format!("runtime {name}: {why}"))
@@ -140,7 +143,7 @@ mod tests {
     fn a_runtime_without_features_cannot_idmap() {
         // `false features` fails as runc 1.1's unknown command does.
         let err = runtime_support(Path::new("/bin/false")).unwrap_err();
-        assert!(err.contains("no `features` command"), "{err}");
+        assert!(err.contains("features` failed (exit status: 1)"), "{err}");
         let err = runtime_support(Path::new("/nonexistent/runc")).unwrap_err();
         assert!(err.contains("could not be asked"), "{err}");
     }

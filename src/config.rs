@@ -328,8 +328,13 @@ impl Config {
                 }
                 "ownership" => {
                     s.ownership = Ownership::deserialize(parsed()).map_err(|_| {
-                        anyhow::anyhow!("annotation {key}: {value} is not \"none\", \"top\" or \"recursive-on-mismatch\"")
-                    })?
+                        anyhow::anyhow!("annotation {key}: {value} is not \"none\", \"top\", \"recursive-on-mismatch\" or \"idmap\"")
+                    })?;
+                    // Through an idmapped mount the container's files land as on-disk root
+                    // (a setuid file too): the operator's choice, never a tenant's.
+                    if s.ownership == Ownership::Idmap && self.ownership != Ownership::Idmap {
+                        bail!("annotation {key}: \"idmap\" is for the configuration to choose (ownership = \"idmap\"), not a container");
+                    }
                 }
                 _ => bail!("annotation {key} is unknown (known: {ANNOTATION_PREFIX}enabled, owner, ownership)"),
             }
@@ -437,10 +442,16 @@ mod tests {
             ("io.oci-volume-hook.owner", "root"),
             ("io.oci-volume-hook.enabled", "yes"),
             ("io.oci-volume-hook.ownr", "top"),
+            // A tenant cannot choose files owned by on-disk root for itself.
+            ("io.oci-volume-hook.ownership", "idmap"),
         ] {
             let e = format!("{:#}", c.settings(&a(&[bad])).unwrap_err());
             assert!(e.contains(bad.0), "{e}");
         }
+        let idmap = Config::parse("ownership = \"idmap\"").unwrap();
+        let own = |v| idmap.settings(&a(&[("io.oci-volume-hook.ownership", v)]));
+        assert_eq!(own("idmap").unwrap().ownership, Ownership::Idmap);
+        assert_eq!(own("top").unwrap().ownership, Ownership::Top);
         let off = Config::parse("allow_annotations = false").unwrap();
         assert!(
             off.settings(&a(&[("io.oci-volume-hook.enabled", "false")]))
@@ -496,6 +507,10 @@ mod tests {
         assert!(Config::parse("seed_from_host = [\"etc/localtime\"]").is_err());
         assert!(Config::parse("seed_from_host = [\"/etc/../x\"]").is_err());
         assert!(Config::parse("ownership = \"all\"").is_err());
+        assert_eq!(
+            Config::parse("ownership = \"idmap\"").unwrap().ownership,
+            Ownership::Idmap
+        );
         assert!(Config::parse("owner = \"nobody\"").is_err());
         assert!(Config::parse("chroots = [\"relative/*\"]").is_err());
         assert!(Config::parse("[log]\ntarget = \"file\"").is_err());

@@ -322,10 +322,11 @@ impl Config {
                         _ => bail!("annotation {key}: {value} is not \"true\" or \"false\""),
                     }
                 }
-                "owner" => {
-                    s.owner = Owner::deserialize(parsed())
-                        .map_err(|_| anyhow::anyhow!("annotation {key}: {value} is not \"container-root\" or \"process-user\""))?
-                }
+                "owner" => s.owner = Owner::deserialize(parsed()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "annotation {key}: {value} is not \"container-root\" or \"process-user\""
+                    )
+                })?,
                 "ownership" => {
                     s.ownership = Ownership::deserialize(parsed()).map_err(|_| {
                         anyhow::anyhow!("annotation {key}: {value} is not \"none\", \"top\", \"recursive-on-mismatch\" or \"idmap\"")
@@ -333,10 +334,14 @@ impl Config {
                     // Through an idmapped mount the container's files land as on-disk root
                     // (a setuid file too): the operator's choice, never a tenant's.
                     if s.ownership == Ownership::Idmap && self.ownership != Ownership::Idmap {
-                        bail!("annotation {key}: \"idmap\" is for the configuration to choose (ownership = \"idmap\"), not a container");
+                        bail!(
+                            "annotation {key}: \"idmap\" is for the configuration to choose (ownership = \"idmap\"), not a container"
+                        );
                     }
                 }
-                _ => bail!("annotation {key} is unknown (known: {ANNOTATION_PREFIX}enabled, owner, ownership)"),
+                _ => bail!(
+                    "annotation {key} is unknown (known: {ANNOTATION_PREFIX}enabled, owner, ownership)"
+                ),
             }
         }
         Ok(s)

@@ -22,10 +22,14 @@ pub fn idmap(config: &Config, r: &mut Report) {
         };
         format!("{will}: {why}")
     };
-    let verdict = if chosen { Verdict::Warn } else { Verdict::Skip };
-    if let Err(why) = &node {
+    // Only a problem where the configuration chose idmap: a skip carries no fix.
+    let report = |r: &mut Report, id: String, why: String, fix: &str| match chosen {
+        true => r.problem(id, Verdict::Warn, fallback(&why), fix),
+        false => r.push(id, Verdict::Skip, fallback(&why)),
+    };
+    if let Err(why) = node {
         let fix = "runc >= 1.2 or crun >= 1.9 (its `features` list mountExtensions.idmap) on Linux >= 5.12";
-        return r.problem("idmap", verdict, fallback(why), fix);
+        return report(r, "idmap".into(), why, fix);
     }
     let rt = runtime
         .as_ref()
@@ -48,10 +52,10 @@ pub fn idmap(config: &Config, r: &mut Report) {
                 Verdict::Ok,
                 format!("{}'s filesystem can be idmapped", base.display()),
             ),
-            Err(why) => r.problem(
+            Err(why) => report(
+                r,
                 id,
-                verdict,
-                fallback(&format!("{}: {why}", base.display())),
+                format!("{}: {why}", base.display()),
                 "keep chroots on ext4, xfs, btrfs or tmpfs (Linux >= 6.3) to use ownership = idmap",
             ),
         }

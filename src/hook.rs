@@ -190,6 +190,7 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let view = View::of(&doc, bundle)?;
     let prepared = Preparer::new(config, &view, Caller::Hook).prepare()?;
     let plans: Vec<_> = prepared.into_iter().map(|p| p.plan).collect();
+    sources::log_idmap(&plans);
     sources::log_done(&plans);
     Ok(true)
 }

@@ -77,7 +77,7 @@ pub fn prepare(
 
 /// One line per reason why `ownership = "idmap"` fell back to chowning, and one for the
 /// mounts it made idmapped.
-fn log_idmap(plans: &[MountPlan]) {
+pub fn log_idmap(plans: &[MountPlan]) {
     let mut reasons: Vec<&str> = Vec::new();
     for m in plans.iter().filter_map(MountPlan::in_chroot) {
         if let Some(why) = m.idmap_fallback.as_deref().filter(|w| !reasons.contains(w)) {

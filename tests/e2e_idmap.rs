@@ -170,7 +170,10 @@ fn ownership_idmap_gives_a_root_owned_volume_without_any_chown() {
     assert_eq!(changed, 0, "no inode below the volume changed");
     assert!(after.iter().all(|(_, u, g, _)| (*u, *g) == (0, 0)));
     assert!(f.log().contains("made idmapped"), "{}", f.log());
-    assert!(f.log().contains("pinned under"), "the staged inode is what is idmapped");
+    assert!(
+        f.log().contains("pinned under"),
+        "the staged inode is what is idmapped"
+    );
     assert!(!f.log().contains("falls back"), "{}", f.log());
     assert_eq!(
         std::fs::read(b.join("config.json")).unwrap(),

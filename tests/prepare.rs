@@ -501,7 +501,10 @@ fn plan_json_is_stable() {
             "idmap_fallback"
         ]
     );
-    assert_eq!((&m["idmap"], &m["idmap_fallback"]), (&Value::Null, &Value::Null));
+    assert_eq!(
+        (&m["idmap"], &m["idmap_fallback"]),
+        (&Value::Null, &Value::Null)
+    );
     assert_eq!(m["ownership"], "top");
     assert_eq!(
         v["settings"],

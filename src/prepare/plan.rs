@@ -60,7 +60,7 @@ impl Preparer<'_> {
     ) -> Result<MountPlan> {
         let name = || mount::name(&b.destination, Some(&b.source));
         self.container_owner(settings.owner).with_context(name)?;
-        let (idmap, idmap_fallback) = self.idmap_of(b, settings.ownership, &inside.chroot);
+        let (idmap, idmap_fallback) = self.idmap_of(b, settings.ownership, &inside);
         let through = match (&b.idmap, &idmap) {
             (Some(engine), _) => Some(engine.clone()),
             (None, Some(_)) => Some(MountIdmap::default()),
@@ -97,7 +97,7 @@ impl Preparer<'_> {
         &mut self,
         b: &BindMount,
         ownership: Ownership,
-        chroot: &Path,
+        inside: &chroot::InChroot,
     ) -> (Option<Idmapped>, Option<String>) {
         let view = self.view;
         let container = || (view.uid_mappings.clone(), view.gid_mappings.clone());
@@ -119,7 +119,7 @@ impl Preparer<'_> {
         if ownership != Ownership::Idmap {
             return (None, None);
         }
-        match self.can_idmap(chroot) {
+        match self.can_idmap(&inside.chroot, &inside.rel) {
             Ok(()) => {
                 let (uid_mappings, gid_mappings) = container();
                 let by = IdmapBy::Ownership;
@@ -136,8 +136,9 @@ impl Preparer<'_> {
         }
     }
 
-    /// Whether the runtime, the kernel and the chroot's filesystem allow an idmapped mount.
-    fn can_idmap(&mut self, chroot: &Path) -> Result<(), idmap::Unsupported> {
+    /// Whether the runtime, the kernel and the source's filesystem (the chroot's, while the
+    /// source is missing) allow an idmapped mount.
+    fn can_idmap(&mut self, chroot: &Path, rel: &Path) -> Result<(), idmap::Unsupported> {
         if self.view.uid_mappings.is_empty() {
             return Err("the container has no user namespace: its root is the host's".into());
         }
@@ -148,7 +149,10 @@ impl Preparer<'_> {
             .get_or_insert_with(|| idmap::node_support(&runtime))
             .clone()?;
         let probe = match self.chroot_state(chroot, false) {
-            Ok(Chroot::Open(root)) => root.fd().try_clone_to_owned(),
+            Ok(Chroot::Open(root)) => match root.lookup_plain(rel) {
+                Some(node) => Ok(node.fd),
+                None => root.fd().try_clone_to_owned(),
+            },
             // A chroot still to be created lives where its parent is.
             _ => std::fs::File::open(chroot.parent().unwrap_or(chroot)).map(OwnedFd::from),
         };

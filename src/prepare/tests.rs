@@ -466,3 +466,44 @@ fn ownership_idmap_asks_the_runtime_and_falls_back_saying_why() {
         assert!(m.idmap_fallback.is_some());
     }
 }
+
+#[test]
+fn a_source_on_a_filesystem_that_cannot_be_idmapped_falls_back() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // mounting needs root; the e2e tests run as root under CI
+    }
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let h = Fake::new();
+    let ram = h.at("containerdata/t1/ram");
+    std::fs::create_dir(&ram).unwrap();
+    mount(
+        Some("ramfs"),
+        &ram,
+        Some("ramfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let script = h.at("runtime");
+    let features = r#"{"linux": {"mountExtensions": {"idmap": {"enabled": true}}}}"#;
+    std::fs::write(&script, format!("#!/bin/sh\necho '{features}'\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let doc = h.doc(&[("/data", "/containerdata/t1/ram")], json!({}));
+    let config = h.config("ownership = \"idmap\"");
+    let view = View::of(&doc, Path::new("/")).unwrap();
+    let p = Preparer::new(&config, &view, Caller::Rewrite)
+        .with_host(crate::resolve::Host::fake(h.dir.path()))
+        .with_runtime(Some(script))
+        .plan()
+        .unwrap()
+        .remove(0);
+    umount2(&ram, MntFlags::MNT_DETACH).unwrap();
+    let m = chroot_mount(&p);
+    // The chroot's own filesystem could be idmapped: the source's decides.
+    let why = m.idmap_fallback.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("not one known to allow idmapped mounts"),
+        "{p:?}"
+    );
+    assert!(m.idmap.is_none());
+}

@@ -2,6 +2,11 @@
 //! entries of which half already have the wanted owner (goal: at least 2x faster), and the
 //! cost when the top already matches (goal: O(1), the same as a one-entry volume).
 //!
+//! Then `ownership = "idmap"` against `recursive-on-mismatch`: whole container starts through
+//! the wrapper and runc >= 1.2 (the sid tree, `$OCI_VOLUME_HOOK_SID_TREE`, skipped without
+//! it) on a root-owned volume of 1,000,000 entries (`$OCI_VOLUME_HOOK_BENCH_ENTRIES`);
+//! goal: idmap's start time independent of the tree's size, and no inode changed.
+//!
 //! `cargo bench --bench ownership` as root. Without `--bench` (under `cargo test
 //! --all-targets`) it runs on a small tree once, to prove the benchmark works.
 
@@ -159,6 +164,166 @@ fn main() {
         ms(a),
         ms(b),
         a.as_secs_f64() / b.as_secs_f64()
+    );
+    idmap_vs_recursive(full);
+}
+
+/// Container starts (wrapper + runc 1.3 `run` of `true`) on a root-owned volume: idmap
+/// against recursive-on-mismatch (which chowns every entry to the mapped root).
+fn idmap_vs_recursive(full: bool) {
+    let sid = PathBuf::from(
+        std::env::var_os("OCI_VOLUME_HOOK_SID_TREE")
+            .unwrap_or("/var/tmp/oci-volume-hook-sid".into()),
+    );
+    if !sid.join(".ready").exists() {
+        eprintln!(
+            "idmap benchmark: no sid tree at {} (runc >= 1.2); skipped",
+            sid.display()
+        );
+        return;
+    }
+    let entries: usize = match std::env::var("OCI_VOLUME_HOOK_BENCH_ENTRIES") {
+        Ok(n) => n.parse().expect("OCI_VOLUME_HOOK_BENCH_ENTRIES: a number"),
+        Err(_) if full => 1_000_000,
+        Err(_) => 100,
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("ovh-bench-idmap-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let d = dir.path();
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(d, mode).unwrap();
+    let tenant = d.join("containerdata/user-toto");
+    let (big, small) = (tenant.join("big"), tenant.join("small"));
+    std::fs::create_dir_all(&small).unwrap();
+    let per_dir = 1000.min(entries);
+    for i in 0..entries.div_ceil(per_dir) {
+        let sub = big.join(format!("d{i:04}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for j in 0..per_dir.min(entries - i * per_dir) {
+            std::fs::File::create(sub.join(format!("f{j:04}"))).unwrap();
+        }
+    }
+    let rootfs = d.join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::create_dir_all(rootfs.join("data")).unwrap();
+    for sub in ["proc", "dev", "sys"] {
+        std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+    }
+    std::fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", rootfs.join("bin/true")).unwrap();
+    let runc = sid.join("usr/sbin/runc");
+    let config = |mode: &str| {
+        let p = d.join(format!("{mode}.toml"));
+        std::fs::write(
+            &p,
+            format!(
+                "chroots = [\"{}/containerdata/*\"]\nstaging_dir = \"{0}/staging\"\nownership = \"{mode}\"\nruntime = \"{}\"\n[log]\ntarget = \"file\"\nfile = \"{0}/{mode}.log\"\n",
+                d.display(),
+                runc.display()
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let bundle = |src: &Path| {
+        let name = src.file_name().unwrap().to_string_lossy().into_owned();
+        let b = d.join(format!("bundle-{name}"));
+        std::fs::create_dir_all(&b).unwrap();
+        let doc = json!({
+            "ociVersion": "1.2.0",
+            "process": {"user": {"uid": 0, "gid": 0}, "args": ["/bin/true"], "cwd": "/",
+                        "env": ["PATH=/bin"], "terminal": false},
+            "root": {"path": rootfs},
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]},
+                {"destination": "/data", "type": "bind", "source": src, "options": ["rbind"]}
+            ],
+            "linux": {
+                "namespaces": [{"type": "user"}, {"type": "mount"}, {"type": "pid"}],
+                "uidMappings": [{"containerID": 0, "hostID": UID, "size": 65536}],
+                "gidMappings": [{"containerID": 0, "hostID": UID, "size": 65536}]
+            }
+        });
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&doc).unwrap()).unwrap();
+        b
+    };
+    let (b_big, b_small) = (bundle(&big), bundle(&small));
+    let mut id = 0;
+    let mut start = |cfg: &Path, b: &Path| {
+        id += 1;
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(r#"mount --bind "$0/usr/lib/x86_64-linux-gnu" /usr/lib/x86_64-linux-gnu && exec "$@""#)
+            .arg(&sid)
+            .arg(env!("CARGO_BIN_EXE_oci-volume-runtime"))
+            .arg("--root")
+            .arg(d.join("state"))
+            .args(["run", &format!("ovh-bench-{id}")])
+            .env("OCI_VOLUME_HOOK_CONFIG", cfg)
+            .current_dir(b)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        time(&mut c)
+    };
+    let root_owned = || {
+        assert!(
+            Command::new("chown")
+                .args(["-R", "0:0"])
+                .arg(&big)
+                .status()
+                .unwrap()
+                .success()
+        );
+        sync();
+    };
+    let (idmap, recursive) = (config("idmap"), config("recursive-on-mismatch"));
+    let n = if full { 3 } else { 1 };
+    let (mut t_idmap, mut t_small, mut t_rec) = (Vec::new(), Vec::new(), Vec::new());
+    root_owned();
+    let probe = big.join("d0000/f0000");
+    let ctime = |p: &Path| {
+        let m = std::fs::metadata(p).unwrap();
+        (
+            std::os::unix::fs::MetadataExt::uid(&m),
+            std::os::unix::fs::MetadataExt::ctime_nsec(&m),
+        )
+    };
+    let before = ctime(&probe);
+    for _ in 0..(n * 3) {
+        t_idmap.push(start(&idmap, &b_big));
+        t_small.push(start(&idmap, &b_small));
+    }
+    assert_eq!(
+        ctime(&probe),
+        before,
+        "idmap changed an inode of the volume"
+    );
+    for _ in 0..n {
+        root_owned();
+        t_rec.push(start(&recursive, &b_big));
+        assert_eq!(
+            ctime(&probe).0,
+            UID,
+            "recursive-on-mismatch chowned the volume"
+        );
+    }
+    let (a, b, c) = (median(t_small), median(t_idmap), median(t_rec));
+    println!(
+        "{:<62} {:>10.1}ms {:>10.1}ms {:>7.2}x  (goal ~1x: O(1))",
+        format!("idmap start: {entries}-entry volume vs 1-entry volume"),
+        ms(a),
+        ms(b),
+        a.as_secs_f64() / b.as_secs_f64()
+    );
+    println!(
+        "{:<62} {:>10.1}ms {:>10.1}ms {:>7.2}x",
+        format!("start, {entries} root-owned entries: recursive-on-mismatch vs idmap"),
+        ms(c),
+        ms(b),
+        c.as_secs_f64() / b.as_secs_f64()
     );
 }
 

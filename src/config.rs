@@ -36,6 +36,11 @@ pub enum Ownership {
     Top,
     /// Like `top`, and when the source's own owner is wrong, everything below it too.
     RecursiveOnMismatch,
+    /// Nothing below the source is chowned: the wrapper makes the bind mount idmapped with
+    /// the container's mappings, so on-disk ids show as the container's own (on-disk 0 is
+    /// container root). Falls back to `recursive-on-mismatch`, saying why in the log, where
+    /// the runtime or the source's filesystem cannot idmap.
+    Idmap,
 }
 
 impl Ownership {
@@ -45,6 +50,7 @@ impl Ownership {
             Ownership::None => "none",
             Ownership::Top => "top",
             Ownership::RecursiveOnMismatch => "recursive-on-mismatch",
+            Ownership::Idmap => "idmap",
         }
     }
 }
@@ -390,7 +396,9 @@ fn parse_value(name: &str, text: &str) -> std::result::Result<Value, String> {
             .map_err(|_| format!("{text:?} is not \"container-root\" or \"process-user\"")),
         _ => Ownership::deserialize(parsed())
             .map(Value::Ownership)
-            .map_err(|_| format!("{text:?} is not \"none\", \"top\" or \"recursive-on-mismatch\"")),
+            .map_err(|_| {
+                format!("{text:?} is not \"none\", \"top\", \"recursive-on-mismatch\" or \"idmap\"")
+            }),
     }
 }
 
@@ -446,7 +454,16 @@ impl Config {
             match parsed {
                 Value::Enabled(e) => s.enabled = e,
                 Value::Owner(o) => (s.owner, s.owner_by_annotation) = (o, true),
-                Value::Ownership(o) => s.ownership = o,
+                Value::Ownership(o) => {
+                    // Through an idmapped mount the container's files land as on-disk root
+                    // (a setuid file too): the operator's choice, never a tenant's.
+                    if o == Ownership::Idmap && self.ownership != Ownership::Idmap {
+                        bail!(
+                            "annotation {key}: \"idmap\" is for the configuration to choose (ownership = \"idmap\"), not a container"
+                        );
+                    }
+                    s.ownership = o
+                }
             }
         }
         Ok(s)
@@ -583,6 +600,8 @@ mod tests {
             ("io.oci-volume-hook.owner", "root"),
             ("io.oci-volume-hook.enabled", "yes"),
             ("io.oci-volume-hook.ownr", "top"),
+            // A tenant cannot choose files owned by on-disk root for itself.
+            ("io.oci-volume-hook.ownership", "idmap"),
         ] {
             let e = format!("{:#}", c.settings(&a(&[bad])).unwrap_err());
             assert!(e.contains(bad.0) && !e.contains('\n'), "{e}");
@@ -633,6 +652,23 @@ mod tests {
                 .is_err()
         );
         assert_eq!(c.allowed_annotation_keys(), ["io.oci-volume-hook.owner"]);
+    }
+
+    #[test]
+    fn idmap_by_annotation_only_where_the_configuration_chose_it() {
+        let a = annotations;
+        let allow = "allowed_annotations = [\"io.oci-volume-hook.ownership\"]";
+        let idmap = Config::parse(&format!("ownership = \"idmap\"\n{allow}")).unwrap();
+        let own = |v| idmap.settings(&a(&[("io.oci-volume-hook.ownership", v)]));
+        assert_eq!(own("idmap").unwrap().ownership, Ownership::Idmap);
+        assert_eq!(own("top").unwrap().ownership, Ownership::Top);
+        let top = Config::parse(allow).unwrap();
+        let e = format!(
+            "{:#}",
+            top.settings(&a(&[("io.oci-volume-hook.ownership", "idmap")]))
+                .unwrap_err()
+        );
+        assert!(e.contains("for the configuration to choose"), "{e}");
     }
 
     #[test]
@@ -761,6 +797,10 @@ mod tests {
         assert!(Config::parse("seed_from_host = [\"etc/localtime\"]").is_err());
         assert!(Config::parse("seed_from_host = [\"/etc/../x\"]").is_err());
         assert!(Config::parse("ownership = \"all\"").is_err());
+        assert_eq!(
+            Config::parse("ownership = \"idmap\"").unwrap().ownership,
+            Ownership::Idmap
+        );
         assert!(Config::parse("owner = \"nobody\"").is_err());
         assert!(Config::parse("chroots = [\"relative/*\"]").is_err());
         assert!(Config::parse("[log]\ntarget = \"file\"").is_err());

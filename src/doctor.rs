@@ -1,6 +1,6 @@
 //! `oci-volume-hook doctor`: asks the node, read-only, whether it is set up right — the
 //! configuration, the chroot patterns, the runtime, each engine's registration, where log
-//! lines go, the kernel, the staging directory — one line per check, with the command that
+//! lines go, the kernel, idmapped mounts, the staging directory — one line per check, with the command that
 //! fixes each problem. Nothing is ever changed.
 //!
 //! Every well-known node path (engine configurations and sockets, log sockets) is read under
@@ -10,6 +10,7 @@
 
 mod engines;
 mod http;
+mod idmap;
 mod log;
 mod node;
 mod staging;
@@ -173,6 +174,7 @@ pub fn run(opts: &Options) -> Report {
     engines::crio(opts, &mut r);
     log::log(&config, opts, &mut r);
     node::kernel(&mut r);
+    idmap::idmap(&config, &mut r);
     staging::staging(&config, opts, &mut r);
     r
 }

@@ -208,6 +208,7 @@ pub fn run_hook(config: &Config, stdin: impl io::Read) -> Result<bool> {
     let view = View::of(&doc, bundle)?;
     let prepared = Preparer::new(config, &view, Caller::Hook).prepare()?;
     let plans: Vec<_> = prepared.into_iter().map(|p| p.plan).collect();
+    sources::log_idmap(&plans);
     sources::log_done(&plans);
     Ok(true)
 }
@@ -233,7 +234,12 @@ pub fn run_cleanup(config: &Config, stdin: impl io::Read) -> Result<bool> {
 pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write) -> Result<bool> {
     let doc = spec::read_bundle_config(bundle)?;
     let view = View::of(&doc, bundle)?;
-    let plans = Preparer::new(config, &view, Caller::Rewrite).plan()?;
+    // As the wrapper would run it: `ownership = "idmap"` asks the configured runtime.
+    let runtime =
+        crate::runtime::find_runtime(&config.runtime, std::env::var_os("PATH").as_deref());
+    let plans = Preparer::new(config, &view, Caller::Rewrite)
+        .with_runtime(runtime.ok())
+        .plan()?;
     let ok = plans.iter().all(|p| p.action.refusal().is_none());
     if json {
         let settings = config.settings(&view.annotations)?;

@@ -40,6 +40,7 @@ pub mod doctor;
 pub mod go_json;
 pub mod hook;
 pub mod host_sources;
+pub mod idmap;
 pub mod install_node;
 pub mod logging;
 pub mod manual;

@@ -15,7 +15,7 @@ use oci_spec::runtime::LinuxIdMapping;
 use rustix::fs::{AtFlags as StatxAt, StatxAttributes, StatxFlags};
 
 use crate::config::Owner;
-use crate::spec::View;
+use crate::spec::{MountIdmap, View};
 
 /// Maps a container id to the host through `mappings`; no mappings means no user namespace,
 /// where ids are the host's own.
@@ -73,6 +73,51 @@ pub fn host_owner(owner: Owner, by_annotation: bool, view: &View) -> Result<(u32
         map_id(&view.uid_mappings, uid, "uid")?,
         map_id(&view.gid_mappings, gid, "gid")?,
     ))
+}
+
+/// The host id that `mappings` (of an idmapped mount) show as `kernel_id`, i.e. the
+/// on-disk id that the mount presents as `kernel_id`: the inverse of [`map_id`].
+pub fn unmap_id(mappings: &[LinuxIdMapping], kernel_id: u32, what: &str) -> Result<u32> {
+    if mappings.is_empty() {
+        return Ok(kernel_id);
+    }
+    for m in mappings {
+        let (disk, kernel, size) = (m.container_id() as u64, m.host_id() as u64, m.size() as u64);
+        if disk + size > 1 << 32 || kernel + size > 1 << 32 {
+            bail!("mount {what} mapping {disk}:{kernel}:{size} overflows 32-bit ids");
+        }
+        let k = kernel_id as u64;
+        if k >= kernel && k < kernel + size {
+            return Ok((disk + (k - kernel)) as u32);
+        }
+    }
+    bail!("{what} {kernel_id} is not mapped by the mount's {what}Mappings")
+}
+
+/// The on-disk (uid, gid) a source of `view` is given to: the host ids the container user
+/// has ([`host_owner`]), seen through the mount's idmapping when it has one. Through an
+/// idmapped mount with the container's own mappings that is the container's own id
+/// (container root owns on-disk 0): chowning to its host id instead would show it 65534.
+pub fn disk_owner(
+    owner: Owner,
+    by_annotation: bool,
+    view: &View,
+    idmap: Option<&MountIdmap>,
+) -> Result<(u32, u32)> {
+    let (uid, gid) = host_owner(owner, by_annotation, view)?;
+    let Some(idmap) = idmap else {
+        return Ok((uid, gid));
+    };
+    let (uids, gids) = if idmap.has_own_mappings() {
+        match (idmap.uid_mappings.is_empty(), idmap.gid_mappings.is_empty()) {
+            (false, true) => bail!("the mount has uidMappings but no gidMappings"),
+            (true, false) => bail!("the mount has gidMappings but no uidMappings"),
+            _ => (&idmap.uid_mappings, &idmap.gid_mappings),
+        }
+    } else {
+        (&view.uid_mappings, &view.gid_mappings)
+    };
+    Ok((unmap_id(uids, uid, "uid")?, unmap_id(gids, gid, "gid")?))
 }
 
 /// What [`chown_below`] did.
@@ -419,8 +464,72 @@ mod tests {
         assert!(err.contains("not mapped"), "{err}");
     }
 
+    fn view(uid: &[LinuxIdMapping], user: (u32, u32)) -> View {
+        let mut v = View::of(&serde_json::json!({}), std::path::Path::new("/")).unwrap();
+        v.uid_mappings = uid.to_vec();
+        v.gid_mappings = uid.to_vec();
+        v.user = user;
+        v
+    }
+
+    #[test]
+    fn an_idmapped_mount_with_the_containers_mappings_wants_the_unmapped_id() {
+        let v = view(&[m(0, 100000, 65536)], (1000, 1000));
+        let own = MountIdmap::default();
+        assert_eq!(
+            disk_owner(Owner::ContainerRoot, false, &v, None).unwrap(),
+            (100000, 100000)
+        );
+        assert_eq!(
+            disk_owner(Owner::ContainerRoot, false, &v, Some(&own)).unwrap(),
+            (0, 0)
+        );
+        assert_eq!(
+            disk_owner(Owner::ProcessUser, false, &v, Some(&own)).unwrap(),
+            (1000, 1000)
+        );
+        // No user namespace: an idmap without mappings changes nothing.
+        let plain = view(&[], (0, 0));
+        assert_eq!(
+            disk_owner(Owner::ContainerRoot, false, &plain, Some(&own)).unwrap(),
+            (0, 0)
+        );
+    }
+
+    #[test]
+    fn an_idmapped_mount_with_mappings_of_its_own_is_seen_through_them() {
+        let v = view(&[m(0, 100000, 65536)], (0, 0));
+        let own = |maps: Vec<LinuxIdMapping>| MountIdmap {
+            uid_mappings: maps.clone(),
+            gid_mappings: maps,
+            recursive: false,
+        };
+        // On-disk 5000 shows as 100000, the container's root.
+        let shifted = own(vec![m(5000, 100000, 10)]);
+        assert_eq!(
+            disk_owner(Owner::ContainerRoot, false, &v, Some(&shifted)).unwrap(),
+            (5000, 5000)
+        );
+        // A mapping that never shows the container's root: refused, not guessed.
+        let err = disk_owner(
+            Owner::ContainerRoot,
+            false,
+            &v,
+            Some(&own(vec![m(0, 0, 10)])),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("not mapped by the mount"), "{err}");
+        let half = MountIdmap {
+            uid_mappings: vec![m(0, 100000, 10)],
+            ..Default::default()
+        };
+        assert!(disk_owner(Owner::ContainerRoot, false, &v, Some(&half)).is_err());
+    }
+
     #[test]
     fn overflowing_mappings_are_refused() {
+        assert!(unmap_id(&[m(u32::MAX, 0, 2)], 0, "uid").is_err());
         assert!(map_id(&[m(0, u32::MAX - 10, 65536)], 0, "uid").is_err());
         assert!(map_id(&[m(u32::MAX, 0, 2)], 0, "uid").is_err());
         assert!(map_id(&[m(0, u32::MAX - 1, 2)], 1, "uid").is_err());

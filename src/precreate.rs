@@ -54,7 +54,8 @@ pub fn rewrite(
     stage_key: &staging::Key,
 ) -> Result<(Vec<MountPlan>, bool)> {
     let view = spec::View::of(doc, bundle)?;
-    let prepared = sources::prepare(config, &view, doc)?;
+    // podman's runtime is podman's to choose: it cannot be asked for idmapped mounts.
+    let prepared = sources::prepare(config, &view, doc, None)?;
     if prepared.pins.is_empty() {
         return Ok((prepared.plans, false));
     }

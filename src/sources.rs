@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::config::{Config, Pin};
-use crate::prepare::{Caller, MountPlan, Prepared, Preparer};
+use crate::prepare::{Caller, IdmapBy, MountPlan, Prepared, Preparer};
 use crate::resolve::Node;
 use crate::spec::{self, View};
 
@@ -26,9 +26,16 @@ pub struct Outcome {
 
 /// Prepares the sources of `doc`. Sources that are not pinned and were reached through a
 /// symlink are rewritten in `doc` to their path resolved inside the chroot; pinned ones are
-/// returned, for the caller to stage and then [`point_at`].
-pub fn prepare(config: &Config, view: &View, doc: &mut Value) -> Result<Outcome> {
-    let mut preparer = Preparer::new(config, view, Caller::Rewrite);
+/// returned, for the caller to stage and then [`point_at`]. `runtime` is the runtime that
+/// will mount them, when known: `ownership = "idmap"` asks it whether it can idmap.
+pub fn prepare(
+    config: &Config,
+    view: &View,
+    doc: &mut Value,
+    runtime: Option<&Path>,
+) -> Result<Outcome> {
+    let mut preparer =
+        Preparer::new(config, view, Caller::Rewrite).with_runtime(runtime.map(Path::to_path_buf));
     let mut outcome = Outcome {
         plans: Vec::new(),
         pins: Vec::new(),
@@ -39,6 +46,12 @@ pub fn prepare(config: &Config, view: &View, doc: &mut Value) -> Result<Outcome>
             (Some(_), Some(m), Pin::WhenChangeable) => preparer.could_be_swapped(m),
             (Some(_), _, _) => true,
         };
+        if plan
+            .in_chroot()
+            .is_some_and(|m| m.idmap.as_ref().is_some_and(|i| i.by == IdmapBy::Ownership))
+        {
+            spec::add_idmap(doc, plan.index).with_context(|| plan.name())?;
+        }
         let resolved = plan.in_chroot().and_then(|m| m.resolved_source.as_ref());
         match (node, resolved) {
             (Some(node), _) if pin => outcome.pins.push(Pinned {
@@ -57,8 +70,33 @@ pub fn prepare(config: &Config, view: &View, doc: &mut Value) -> Result<Outcome>
         }
         outcome.plans.push(plan);
     }
+    log_idmap(&outcome.plans);
     log_done(&outcome.plans);
     Ok(outcome)
+}
+
+/// One line per reason why `ownership = "idmap"` fell back to chowning, and one for the
+/// mounts it made idmapped.
+pub fn log_idmap(plans: &[MountPlan]) {
+    let mut reasons: Vec<&str> = Vec::new();
+    for m in plans.iter().filter_map(MountPlan::in_chroot) {
+        if let Some(why) = m.idmap_fallback.as_deref().filter(|w| !reasons.contains(w)) {
+            reasons.push(why);
+        }
+    }
+    for why in reasons {
+        tracing::warn!("ownership = idmap falls back to chown (recursive-on-mismatch): {why}");
+    }
+    let added = plans
+        .iter()
+        .filter_map(MountPlan::in_chroot)
+        .filter(|m| m.idmap.as_ref().is_some_and(|i| i.by == IdmapBy::Ownership))
+        .count();
+    if added > 0 {
+        tracing::info!(
+            "{added} mount(s) made idmapped with the container's mappings: nothing below them chowned"
+        );
+    }
 }
 
 /// Whether any bind source lies in a chroot (so that preparing it may pin).

@@ -118,6 +118,40 @@ pub struct BindMount {
     pub index: usize,
     pub destination: PathBuf,
     pub source: PathBuf,
+    /// The mount is idmapped (option `idmap`/`ridmap`, or mappings of its own).
+    pub idmap: Option<MountIdmap>,
+}
+
+/// An idmapped bind mount's mapping (OCI runtime-spec 1.2): on-disk ids are `containerID`,
+/// the ids the kernel sees through the mount are `hostID`. Empty mappings mean the
+/// container's own, as runc and crun take them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountIdmap {
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    pub gid_mappings: Vec<LinuxIdMapping>,
+    /// `ridmap`: submounts are idmapped too.
+    pub recursive: bool,
+}
+
+impl MountIdmap {
+    /// Whether the mount carries mappings of its own (else the container's are used).
+    pub fn has_own_mappings(&self) -> bool {
+        !self.uid_mappings.is_empty() || !self.gid_mappings.is_empty()
+    }
+}
+
+/// The mount's idmapping, if it has one.
+fn mount_idmap(m: &Mount, has_opt: impl Fn(&str) -> bool) -> Option<MountIdmap> {
+    let uid_mappings = m.uid_mappings().clone().unwrap_or_default();
+    let gid_mappings = m.gid_mappings().clone().unwrap_or_default();
+    let recursive = has_opt("ridmap");
+    let idmapped =
+        recursive || has_opt("idmap") || !uid_mappings.is_empty() || !gid_mappings.is_empty();
+    idmapped.then_some(MountIdmap {
+        uid_mappings,
+        gid_mappings,
+        recursive,
+    })
 }
 
 /// What the tool needs to know from a config.json.
@@ -173,6 +207,7 @@ impl View {
                         index,
                         destination: m.destination().clone(),
                         source: base.join(source),
+                        idmap: mount_idmap(&m, has_opt),
                     }),
                     _ => others.push((index, m.destination().clone(), typ)),
                 }
@@ -244,6 +279,28 @@ pub fn set_source(doc: &mut Value, index: usize, source: &Path) -> Result<()> {
         .pointer_mut(&format!("/mounts/{index}/source"))
         .ok_or_else(|| anyhow!("config.json: mounts[{index}] has no source"))?;
     *slot = Value::String(source.to_string());
+    Ok(())
+}
+
+/// Makes `mounts[index]` an idmapped mount with the container's own mappings: the option
+/// `idmap` is added (once), every other field left as it was.
+pub fn add_idmap(doc: &mut Value, index: usize) -> Result<()> {
+    let mount = doc
+        .pointer_mut(&format!("/mounts/{index}"))
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| anyhow!("config.json: mounts[{index}] is not an object"))?;
+    let options = mount
+        .entry("options")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if options.is_null() {
+        *options = Value::Array(Vec::new());
+    }
+    let options = options
+        .as_array_mut()
+        .ok_or_else(|| anyhow!("config.json: mounts[{index}].options is not an array"))?;
+    if !options.iter().any(|o| o == "idmap" || o == "ridmap") {
+        options.push(Value::String("idmap".into()));
+    }
     Ok(())
 }
 
@@ -321,6 +378,46 @@ mod tests {
         assert_eq!(doc2["x-unknown"], json!({"kept": true}));
         doc2["mounts"][1]["source"] = doc["mounts"][1]["source"].clone();
         assert_eq!(doc, doc2);
+    }
+
+    #[test]
+    fn idmapped_mounts_are_seen_with_their_mappings() {
+        let map = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        let doc = json!({"mounts": [
+            {"destination": "/a", "source": "/c/t/a", "options": ["rbind", "idmap"]},
+            {"destination": "/b", "source": "/c/t/b", "options": ["rbind", "ridmap"]},
+            {"destination": "/c", "source": "/c/t/c", "type": "bind",
+             "uidMappings": map, "gidMappings": map},
+            {"destination": "/d", "source": "/c/t/d", "options": ["rbind"]}
+        ]});
+        let v = View::of(&doc, Path::new("/")).unwrap();
+        let idmaps: Vec<_> = v.binds.iter().map(|b| b.idmap.clone()).collect();
+        assert_eq!(idmaps[0], Some(MountIdmap::default()));
+        assert!(idmaps[1].as_ref().unwrap().recursive);
+        assert!(idmaps[2].as_ref().unwrap().has_own_mappings());
+        assert_eq!(
+            idmaps[2].as_ref().unwrap().uid_mappings[0].host_id(),
+            200000
+        );
+        assert_eq!(idmaps[3], None);
+    }
+
+    #[test]
+    fn add_idmap_adds_the_option_once_and_keeps_the_rest() {
+        let mut doc = json!({"mounts": [
+            {"destination": "/a", "source": "/s", "options": ["rbind", "rw"], "x": 1},
+            {"destination": "/b", "source": "/s", "type": "bind"},
+            {"destination": "/c", "source": "/s", "options": ["ridmap"]}
+        ]});
+        for i in 0..3 {
+            add_idmap(&mut doc, i).unwrap();
+            add_idmap(&mut doc, i).unwrap();
+        }
+        assert_eq!(doc["mounts"][0]["options"], json!(["rbind", "rw", "idmap"]));
+        assert_eq!(doc["mounts"][0]["x"], 1);
+        assert_eq!(doc["mounts"][1]["options"], json!(["idmap"]));
+        assert_eq!(doc["mounts"][2]["options"], json!(["ridmap"]));
+        assert!(add_idmap(&mut doc, 9).is_err());
     }
 
     #[test]

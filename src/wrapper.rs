@@ -77,7 +77,7 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
     }
     let id = inv.id().unwrap_or("-").to_string();
     let _span = tracing::info_span!("container", id = %id).entered();
-    match prepare_bundle(&config, inv) {
+    match prepare_bundle(&config, inv, &runtime) {
         Err(e) => fail(runtime_log, sink, &e),
         Ok(None) => exec(&runtime, args, runtime_log, sink),
         // The staging mounts and the edited config.json live in this process's own mount
@@ -107,7 +107,11 @@ fn config_path_hint() -> String {
 /// its own holding the staging mounts and the edited document shown over the bundle's
 /// config.json, and returns the signals blocked for [`runtime::supervise`]. The bundle's
 /// file is never written.
-fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<runtime::Blocked>> {
+fn prepare_bundle(
+    config: &Config,
+    inv: &Invocation,
+    runtime: &Path,
+) -> Result<Option<runtime::Blocked>> {
     let bundle = match inv.bundle() {
         Some(b) => b.to_path_buf(),
         None => std::env::current_dir().context("working directory")?,
@@ -122,7 +126,7 @@ fn prepare_bundle(config: &Config, inv: &Invocation) -> Result<Option<runtime::B
     if moved {
         staging::private_namespace(base)?;
     }
-    let prepared = sources::prepare(config, &view, &mut doc)?;
+    let prepared = sources::prepare(config, &view, &mut doc, Some(runtime))?;
     if prepared.pins.is_empty() && doc == before {
         return Ok(None);
     }

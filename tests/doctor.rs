@@ -534,6 +534,8 @@ fn the_json_document_is_stable() {
         .unwrap()
         .iter()
         .map(|c| c["id"].as_str().unwrap())
+        // One per chroot base, only where the runtime can idmap at all.
+        .filter(|id| !id.starts_with("idmap:"))
         .collect();
     let chroot = format!("chroot:{}/*", n.f.base().display());
     assert_eq!(
@@ -550,6 +552,7 @@ fn the_json_document_is_stable() {
             "engine.crio",
             "log",
             "kernel",
+            "idmap",
             "staging"
         ]
     );
@@ -637,5 +640,66 @@ fn a_running_dockerd_is_asked_for_its_runtimes() {
             assert!(fix.starts_with("systemctl restart docker"), "{fix}");
         }
         drop(d);
+    }
+}
+
+#[test]
+fn doctor_says_whether_idmapped_ownership_can_be_used() {
+    let n = Node::configured();
+    let runtime = |name: &str, features: &str| {
+        let p = n.f.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\n[ \"$1\" = features ] && exec echo '{features}'\necho {name} version 9\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        p
+    };
+    // runc 1.1.5's features list no mountExtensions.
+    let old = runtime("runc-old", r#"{"linux": {"namespaces": ["user"]}}"#);
+    n.f.write_config(&format!("runtime = \"{}\"", old.display()));
+    let (verdict, summary, fix) = n.check("idmap");
+    assert_eq!(verdict, "skip", "{summary}");
+    assert!(summary.contains("would fall back to chown"), "{summary}");
+    assert!(
+        summary.contains("features do not list idmapped mounts"),
+        "{summary}"
+    );
+    assert_eq!(fix, "", "a skip is no problem to fix");
+    n.f.write_config(&format!(
+        "ownership = \"idmap\"\nruntime = \"{}\"",
+        old.display()
+    ));
+    let (verdict, summary, fix) = n.check("idmap");
+    assert_eq!(verdict, "warn", "{summary}");
+    assert!(fix.contains("runc >= 1.2"), "{fix}");
+    assert!(
+        summary.contains("falls back to chown (recursive-on-mismatch)"),
+        "{summary}"
+    );
+
+    let new = runtime(
+        "runc-new",
+        r#"{"linux": {"mountExtensions": {"idmap": {"enabled": true}}}}"#,
+    );
+    n.f.write_config(&format!(
+        "ownership = \"idmap\"\nruntime = \"{}\"",
+        new.display()
+    ));
+    let (verdict, summary, _) = n.check("idmap");
+    assert_eq!(verdict, "ok", "{summary}");
+    // The fixture's chroots live under /var/tmp: what its filesystem allows, said per base.
+    let base = n.f.base();
+    let fs = oci_volume_hook::idmap::filesystem_support(std::fs::File::open(&base).unwrap());
+    let (verdict, summary, _) = n.check(&format!("idmap:{}/*", base.display()));
+    match fs {
+        Ok(()) => assert_eq!(verdict, "ok", "{summary}"),
+        Err(why) => {
+            assert_eq!(verdict, "warn", "{summary}: ownership = idmap chosen");
+            assert!(summary.contains(&why), "{summary}");
+        }
     }
 }

@@ -495,8 +495,15 @@ fn plan_json_is_stable() {
             "owner",
             "ownership",
             "seed_from",
-            "resolved_source"
+            "resolved_source",
+            // Added within version 1 (idmapped mounts): null unless the mount is idmapped.
+            "idmap",
+            "idmap_fallback"
         ]
+    );
+    assert_eq!(
+        (&m["idmap"], &m["idmap_fallback"]),
+        (&Value::Null, &Value::Null)
     );
     assert_eq!(m["ownership"], "top");
     assert_eq!(

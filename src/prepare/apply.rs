@@ -23,7 +23,7 @@ impl Preparer<'_> {
     /// descriptor; only a repair (rmdir, then create) walks again.
     pub(super) fn apply(&mut self, m: &ChrootMount) -> Result<(Option<PathBuf>, Node)> {
         let wanted = &m.wanted;
-        let (want, owner, ownership) = (wanted.want, m.owner, m.ownership);
+        let (want, owner, ownership) = (wanted.want, m.owner, m.chowning());
         let create_chroots = self.config.create_chroots;
         let root = self.open_root(&m.chroot, create_chroots)?;
         let seed = m.seed_from.as_deref();

@@ -20,10 +20,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use caps::{CapSet, Capability};
 
-pub use mount::{Action, ChrootMount, MountPlan, Owner, Target, Want, Wanted};
+pub use mount::{Action, ChrootMount, IdmapBy, Idmapped, MountPlan, Owner, Target, Want, Wanted};
 
 use crate::chroot::{self, Place};
 use crate::config::{self, Config};
+use crate::idmap;
 use crate::ownership;
 use crate::refusal::{Cause, Refusal};
 use crate::resolve::{Chroot, Host, Kind, Node, Root};
@@ -87,6 +88,10 @@ pub struct Preparer<'a> {
     checked: HashMap<usize, Node>,
     /// Whether a directory (chroot, path in it) could be changed by someone but root.
     changeable: HashMap<(PathBuf, PathBuf), bool>,
+    /// The runtime that will mount (for `ownership = "idmap"`: whether it can idmap).
+    runtime: Option<PathBuf>,
+    /// What the kernel and the runtime say about idmapped mounts, once asked.
+    node_idmap: Option<Result<(), idmap::Unsupported>>,
 }
 
 impl<'a> Preparer<'a> {
@@ -102,7 +107,16 @@ impl<'a> Preparer<'a> {
             saved_nofile: None,
             checked: HashMap::new(),
             changeable: HashMap::new(),
+            runtime: None,
+            node_idmap: None,
         }
+    }
+
+    /// The runtime that will mount the sources: only then can `ownership = "idmap"` hand it
+    /// idmapped mounts (it is asked for its features when a mount needs it).
+    pub fn with_runtime(mut self, runtime: Option<PathBuf>) -> Self {
+        self.runtime = runtime;
+        self
     }
 
     /// Resolves chroot paths below `host` instead of `/` (unit tests: planning without root).

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use oci_spec::runtime::LinuxIdMapping;
 use serde::{Serialize, Serializer};
 
 use crate::config::Ownership;
@@ -54,6 +55,51 @@ pub struct Owner {
     pub gid: u32,
 }
 
+/// Who made a mount idmapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdmapBy {
+    /// config.json has it so (`idmap`, `ridmap` or mount mappings).
+    Engine,
+    /// The tool adds `idmap` (`ownership = "idmap"`).
+    Ownership,
+}
+
+/// The mapping a source's owner was computed through: the mount's own mappings, or the
+/// container's when the mount has none (as runc and crun use them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Idmapped {
+    pub by: IdmapBy,
+    pub uid_mappings: Vec<LinuxIdMapping>,
+    pub gid_mappings: Vec<LinuxIdMapping>,
+}
+
+impl fmt::Display for Idmapped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ranges = |maps: &[LinuxIdMapping]| {
+            let r: Vec<String> = maps
+                .iter()
+                .map(|m| format!("{}:{}:{}", m.container_id(), m.host_id(), m.size()))
+                .collect();
+            if r.is_empty() {
+                "identity".to_string()
+            } else {
+                r.join(",")
+            }
+        };
+        let by = match self.by {
+            IdmapBy::Engine => "by the engine",
+            IdmapBy::Ownership => "by ownership = idmap",
+        };
+        write!(
+            f,
+            "idmapped {by}, uid {} gid {}",
+            ranges(&self.uid_mappings),
+            ranges(&self.gid_mappings)
+        )
+    }
+}
+
 /// What a mount is, as far as the tool is concerned.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -77,12 +123,28 @@ pub struct ChrootMount {
     pub owner: Owner,
     /// How far ownership is changed for this container.
     pub ownership: Ownership,
+    /// The mount is idmapped: `owner` is the on-disk owner seen through this mapping.
+    pub idmap: Option<Idmapped>,
+    /// Why `ownership = "idmap"` falls back to chowning, when it does.
+    pub idmap_fallback: Option<String>,
     /// The type wanted and why.
     pub wanted: Wanted,
     /// The host file whose content a created (or repaired) file receives (`seed_from_host`).
     pub seed_from: Option<PathBuf>,
     /// The source resolved inside its chroot, when a symlink was followed on the way.
     pub resolved_source: Option<PathBuf>,
+}
+
+impl ChrootMount {
+    /// How far owners are changed on disk: `idmap` chowns at most the top (to the id the
+    /// container sees as its own through the mount), or, fallen back, recursively.
+    pub fn chowning(&self) -> Ownership {
+        match (self.ownership, &self.idmap) {
+            (Ownership::Idmap, Some(_)) => Ownership::Top,
+            (Ownership::Idmap, None) => Ownership::RecursiveOnMismatch,
+            (o, _) => o,
+        }
+    }
 }
 
 /// One mount of the container, what it needs and what the tool does about it.
@@ -149,6 +211,12 @@ impl MountPlan {
         facts.push(format!("image wants {}", m.wanted.want.word()));
         facts.push(format!("owner {}:{}", m.owner.uid, m.owner.gid));
         facts.push(format!("ownership {}", m.ownership.word()));
+        if let Some(i) = &m.idmap {
+            facts.push(i.to_string());
+        }
+        if let Some(why) = &m.idmap_fallback {
+            facts.push(format!("not idmapped: {why}"));
+        }
         format!("{line} [{}]: {}", facts.join(", "), self.reason)
     }
 }
@@ -185,6 +253,9 @@ struct Wire<'a> {
     ownership: Option<Ownership>,
     seed_from: Option<&'a Path>,
     resolved_source: Option<&'a Path>,
+    /// Added in v1 without breaking it: null unless the mount is idmapped.
+    idmap: Option<&'a Idmapped>,
+    idmap_fallback: Option<&'a str>,
 }
 
 impl Serialize for MountPlan {
@@ -202,6 +273,8 @@ impl Serialize for MountPlan {
             ownership: m.map(|m| m.ownership),
             seed_from: m.and_then(|m| m.seed_from.as_deref()),
             resolved_source: m.and_then(|m| m.resolved_source.as_deref()),
+            idmap: m.and_then(|m| m.idmap.as_ref()),
+            idmap_fallback: m.and_then(|m| m.idmap_fallback.as_deref()),
         }
         .serialize(s)
     }

@@ -12,7 +12,7 @@ use super::*;
 use crate::config::{ANNOTATION_PREFIX, Ownership, Settings};
 use crate::refusal::Cause;
 use crate::resolve::{self, Found, Lookup, open_nofollow};
-use crate::spec::BindMount;
+use crate::spec::{BindMount, MountIdmap};
 
 /// What planning decided for a source in a chroot.
 type Decision = (Action, String);
@@ -65,19 +65,33 @@ impl Preparer<'_> {
         inside: chroot::InChroot,
         settings: &Settings,
     ) -> Result<MountPlan> {
-        let owner = self
-            .container_owner(settings)
-            .with_context(|| mount::name(&b.destination, Some(&b.source)))?;
+        let name = || mount::name(&b.destination, Some(&b.source));
+        self.container_owner(settings).with_context(name)?;
+        let (idmap, idmap_fallback) = self.idmap_of(b, settings.ownership, &inside);
+        let through = match (&b.idmap, &idmap) {
+            (Some(engine), _) => Some(engine.clone()),
+            (None, Some(_)) => Some(MountIdmap::default()),
+            (None, None) => None,
+        };
+        let (uid, gid) = ownership::disk_owner(
+            settings.owner,
+            settings.owner_by_annotation,
+            self.view,
+            through.as_ref(),
+        )
+        .with_context(name)?;
         let (wanted, seed_file) = self.wanted(&b.destination, &inside.rel);
         let mut m = ChrootMount {
             source: b.source.clone(),
             chroot: inside.chroot,
             rel: inside.rel,
-            owner,
+            owner: Owner { uid, gid },
             ownership: match settings.enabled {
                 true => settings.ownership,
                 false => Ownership::None,
             },
+            idmap,
+            idmap_fallback,
             wanted,
             seed_from: None,
             resolved_source: None,
@@ -93,6 +107,75 @@ impl Preparer<'_> {
             p.reason = reason;
         }
         Ok(p)
+    }
+
+    /// The mapping a mount's owner goes through: the engine's idmap, or the one
+    /// `ownership = "idmap"` adds when this node can make it; else why not.
+    fn idmap_of(
+        &mut self,
+        b: &BindMount,
+        ownership: Ownership,
+        inside: &chroot::InChroot,
+    ) -> (Option<Idmapped>, Option<String>) {
+        let view = self.view;
+        let container = || (view.uid_mappings.clone(), view.gid_mappings.clone());
+        if let Some(i) = &b.idmap {
+            let (uid_mappings, gid_mappings) = match i.has_own_mappings() {
+                true => (i.uid_mappings.clone(), i.gid_mappings.clone()),
+                false => container(),
+            };
+            let by = IdmapBy::Engine;
+            return (
+                Some(Idmapped {
+                    by,
+                    uid_mappings,
+                    gid_mappings,
+                }),
+                None,
+            );
+        }
+        if ownership != Ownership::Idmap {
+            return (None, None);
+        }
+        match self.can_idmap(&inside.chroot, &inside.rel) {
+            Ok(()) => {
+                let (uid_mappings, gid_mappings) = container();
+                let by = IdmapBy::Ownership;
+                (
+                    Some(Idmapped {
+                        by,
+                        uid_mappings,
+                        gid_mappings,
+                    }),
+                    None,
+                )
+            }
+            Err(why) => (None, Some(why)),
+        }
+    }
+
+    /// Whether the runtime, the kernel and the source's filesystem (the chroot's, while the
+    /// source is missing) allow an idmapped mount.
+    fn can_idmap(&mut self, chroot: &Path, rel: &Path) -> Result<(), idmap::Unsupported> {
+        if self.view.uid_mappings.is_empty() {
+            return Err("the container has no user namespace: its root is the host's".into());
+        }
+        let Some(runtime) = self.runtime.clone() else {
+            return Err("only the runtime wrapper can hand the runtime an idmapped mount".into());
+        };
+        self.node_idmap
+            .get_or_insert_with(|| idmap::node_support(&runtime))
+            .clone()?;
+        let probe = match self.chroot_state(chroot, false) {
+            Ok(Chroot::Open(root)) => match root.lookup_plain(rel) {
+                Some(node) => Ok(node.fd),
+                None => root.fd().try_clone_to_owned(),
+            },
+            // A chroot still to be created lives where its parent is.
+            _ => std::fs::File::open(chroot.parent().unwrap_or(chroot)).map(OwnedFd::from),
+        };
+        let fd = probe.map_err(|e| format!("its chroot cannot be opened: {e}"))?;
+        idmap::filesystem_support(&fd).map_err(|why| format!("chroot {}: {why}", chroot.display()))
     }
 
     fn plan_in_chroot(
@@ -405,7 +488,7 @@ fn host_is(source: &Path, node: &Node) -> bool {
 /// Plans `nothing` or `chown` for a source of the right type.
 fn plan_owner(m: &ChrootMount, node: &Node) -> Decision {
     let (kind, owner) = (node.kind, m.owner);
-    if m.ownership == Ownership::None {
+    if m.chowning() == Ownership::None {
         let reason = format!("already a {kind}; ownership = none leaves its owner as is");
         return (Action::Nothing, reason);
     }
@@ -419,7 +502,7 @@ fn plan_owner(m: &ChrootMount, node: &Node) -> Decision {
                 "a {kind} owned by {}:{}, wanted {}:{}",
                 node.stat.st_uid, node.stat.st_gid, owner.uid, owner.gid
             );
-            if m.ownership == Ownership::RecursiveOnMismatch && kind == Kind::Dir {
+            if m.chowning() == Ownership::RecursiveOnMismatch && kind == Kind::Dir {
                 reason += "; everything below it too (recursive-on-mismatch)";
             }
             (Action::Chown, reason)

@@ -413,3 +413,148 @@ fn plan_json_says_what_the_plan_holds() {
          image wants file, owner 100000:100000, ownership top]: missing; the image has a file at /etc/localtime"
     );
 }
+
+#[test]
+fn an_idmapped_mount_is_owned_through_its_mapping_and_plan_shows_it() {
+    let h = Fake::new();
+    let mut doc = h.doc(
+        &[
+            ("/data", "/containerdata/t1/a"),
+            ("/more", "/containerdata/t1/b"),
+        ],
+        json!({}),
+    );
+    doc["mounts"][0]["options"] = json!(["rbind", "idmap"]);
+    let own = json!([{"containerID": 5000, "hostID": 100000, "size": 10}]);
+    doc["mounts"][1]["uidMappings"] = own.clone();
+    doc["mounts"][1]["gidMappings"] = own;
+    let plans = h.plan_with(&h.config(""), &doc, Caller::Rewrite);
+    let m = chroot_mount(&plans[0]);
+    // The container's own mappings: container root is on-disk 0, not 100000.
+    assert_eq!(m.owner, Owner { uid: 0, gid: 0 });
+    assert_eq!(m.idmap.as_ref().unwrap().by, IdmapBy::Engine);
+    assert_eq!(m.idmap.as_ref().unwrap().uid_mappings[0].host_id(), 100000);
+    assert!(
+        plans[0]
+            .describe()
+            .contains("owner 0:0, ownership top, idmapped by the engine, uid 0:100000:65536"),
+        "{}",
+        plans[0].describe()
+    );
+    let m = chroot_mount(&plans[1]);
+    assert_eq!(
+        m.owner,
+        Owner {
+            uid: 5000,
+            gid: 5000
+        }
+    );
+    let wire = serde_json::to_value(&plans[1]).unwrap();
+    assert_eq!(wire["idmap"]["by"], "engine");
+    assert_eq!(wire["idmap"]["uid_mappings"][0]["containerID"], 5000);
+    assert_eq!(wire["idmap_fallback"], Value::Null);
+}
+
+#[test]
+fn ownership_idmap_asks_the_runtime_and_falls_back_saying_why() {
+    let h = Fake::new();
+    let doc = h.doc(&[("/data", "/containerdata/t1/a")], json!({}));
+    let config = h.config("ownership = \"idmap\"");
+    let view = View::of(&doc, Path::new("/")).unwrap();
+    let plan = |runtime: Option<PathBuf>| {
+        let host = crate::resolve::Host::fake(h.dir.path());
+        Preparer::new(&config, &view, Caller::Rewrite)
+            .with_host(host)
+            .with_runtime(runtime)
+            .plan()
+            .unwrap()
+            .remove(0)
+    };
+    let p = plan(None);
+    let m = chroot_mount(&p);
+    assert!(m.idmap.is_none());
+    assert_eq!(
+        (m.owner.uid, m.chowning()),
+        (100000, config::Ownership::RecursiveOnMismatch)
+    );
+    assert!(
+        p.describe()
+            .contains("not idmapped: only the runtime wrapper"),
+        "{}",
+        p.describe()
+    );
+
+    let runtime = |features: &str| {
+        let script = h.at(&format!("runtime-{}", features.len()));
+        std::fs::write(&script, format!("#!/bin/sh\necho '{features}'\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Some(script)
+    };
+    // runc 1.1.5's features: no mountExtensions.
+    let p = plan(runtime(r#"{"linux": {"namespaces": ["user"]}}"#));
+    let why = chroot_mount(&p).idmap_fallback.clone().unwrap();
+    assert!(
+        why.contains("features do not list idmapped mounts"),
+        "{why}"
+    );
+
+    let p = plan(runtime(
+        r#"{"linux": {"mountExtensions": {"idmap": {"enabled": true}}}}"#,
+    ));
+    let m = chroot_mount(&p);
+    let fs = crate::idmap::filesystem_support(std::fs::File::open(h.at("containerdata")).unwrap());
+    if crate::idmap::kernel_support().is_ok() && fs.is_ok() {
+        assert_eq!(m.idmap.as_ref().unwrap().by, IdmapBy::Ownership);
+        assert_eq!(
+            (m.owner, m.chowning()),
+            (Owner { uid: 0, gid: 0 }, config::Ownership::Top)
+        );
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()["idmap"]["by"],
+            "ownership"
+        );
+    } else {
+        assert!(m.idmap_fallback.is_some());
+    }
+}
+
+#[test]
+fn a_source_on_a_filesystem_that_cannot_be_idmapped_falls_back() {
+    if !nix::unistd::geteuid().is_root() {
+        return; // mounting needs root; the e2e tests run as root under CI
+    }
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let h = Fake::new();
+    let ram = h.at("containerdata/t1/ram");
+    std::fs::create_dir(&ram).unwrap();
+    mount(
+        Some("ramfs"),
+        &ram,
+        Some("ramfs"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let script = h.at("runtime");
+    let features = r#"{"linux": {"mountExtensions": {"idmap": {"enabled": true}}}}"#;
+    std::fs::write(&script, format!("#!/bin/sh\necho '{features}'\n")).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let doc = h.doc(&[("/data", "/containerdata/t1/ram")], json!({}));
+    let config = h.config("ownership = \"idmap\"");
+    let view = View::of(&doc, Path::new("/")).unwrap();
+    let p = Preparer::new(&config, &view, Caller::Rewrite)
+        .with_host(crate::resolve::Host::fake(h.dir.path()))
+        .with_runtime(Some(script))
+        .plan()
+        .unwrap()
+        .remove(0);
+    umount2(&ram, MntFlags::MNT_DETACH).unwrap();
+    let m = chroot_mount(&p);
+    // The chroot's own filesystem could be idmapped: the source's decides.
+    let why = m.idmap_fallback.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("not one known to allow idmapped mounts"),
+        "{p:?}"
+    );
+    assert!(m.idmap.is_none());
+}

@@ -230,6 +230,7 @@ fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
         wrapper: &wrapper,
         name: &args.name,
         remove,
+        config: Path::new(config::DEFAULT_PATH),
     };
     let changes: Vec<Change> = match runtime {
         Runtime::Crio => crio::configure(&req)?,
@@ -238,7 +239,7 @@ fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
     for line in configure::describe(&changes) {
         println!("{line}");
     }
-    if changes.is_empty() {
+    if !configure::changed(&changes) {
         println!("{unit}: registration already as asked");
         return Ok(());
     }

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::{Change, DEFAULT_WRAPPER, Outcome, RUNTIME_NAME, containerd, crio, describe};
+use super::{Change, DEFAULT_WRAPPER, Outcome, RUNTIME_NAME, changed, containerd, crio, describe};
+use crate::config;
 use crate::hook::BIN;
 use crate::logging::{self, Sink};
 
@@ -58,6 +59,21 @@ pub struct CriArgs {
     /// Take the handler away instead
     #[arg(long)]
     pub remove: bool,
+    /// This tool's configuration: where the runc the engine's runc handler named is recorded
+    /// as `runtime`, for the wrapper to run [default: $OCI_VOLUME_HOOK_CONFIG, else
+    /// /etc/oci-volume-hook/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl CriArgs {
+    fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| {
+            std::env::var_os(config::ENV_PATH)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(config::DEFAULT_PATH), PathBuf::from)
+        })
+    }
 }
 
 pub fn run(engine: &Engine) -> ExitCode {
@@ -74,8 +90,12 @@ pub fn run(engine: &Engine) -> ExitCode {
                 backup,
             }],
         }),
-        Engine::Containerd { common, path } => containerd::configure(&request(common, path)),
-        Engine::Crio { common, path } => crio::configure(&request(common, path)),
+        Engine::Containerd { common, path } => {
+            containerd::configure(&request(common, path, &common.config_path()))
+        }
+        Engine::Crio { common, path } => {
+            crio::configure(&request(common, path, &common.config_path()))
+        }
     };
     let (daemon, unit) = match engine {
         Engine::Docker { .. } => ("dockerd", "docker"),
@@ -83,7 +103,10 @@ pub fn run(engine: &Engine) -> ExitCode {
         Engine::Crio { .. } => ("CRI-O", "crio"),
     };
     match result {
-        Ok(changes) if changes.is_empty() => {
+        Ok(changes) if !changed(&changes) => {
+            for line in describe(&changes) {
+                println!("{line}");
+            }
             println!(
                 "{}: already as asked; nothing changed",
                 main_path(engine).display()
@@ -104,13 +127,14 @@ pub fn run(engine: &Engine) -> ExitCode {
     }
 }
 
-fn request<'a>(common: &'a CriArgs, path: &'a Path) -> containerd::Request<'a> {
+fn request<'a>(common: &'a CriArgs, path: &'a Path, config: &'a Path) -> containerd::Request<'a> {
     containerd::Request {
         root: Path::new("/"),
         path,
         wrapper: &common.wrapper,
         name: &common.name,
         remove: common.remove,
+        config,
     }
 }
 

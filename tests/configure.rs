@@ -3,7 +3,9 @@
 
 mod common;
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::*;
 use serde_json::Value;
@@ -353,4 +355,211 @@ fn configure_containerd_v2_refuses_when_an_import_holds_the_cri_section() {
             .unwrap()
             .contains("runtimes.oci-volume")
     );
+}
+
+/// A private containerd (own root, state and sockets under `dir`, named in the file) started
+/// on `config`, asked through `ctr plugins ls` whether its CRI plugin loaded: "ok", or the
+/// error containerd logged for it.
+fn cri_plugin(containerd: &Path, ctr: &Path, config: &Path, dir: &Path) -> String {
+    let log = dir.join("containerd.log");
+    let mut child = Command::new(containerd)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let listed = loop {
+        let o = Command::new(ctr)
+            .arg("--address")
+            .arg(dir.join("sock"))
+            .args(["plugins", "ls"])
+            .output()
+            .unwrap();
+        if o.status.success() || Instant::now() > deadline {
+            break String::from_utf8_lossy(&o.stdout).into_owned();
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            break format!("containerd exited: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    let _ = child.wait();
+    let status = listed
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() >= 4 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri")
+        .map(|f| f[f.len() - 1].to_string());
+    match status.as_deref() {
+        Some("ok") => "ok".into(),
+        _ => {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let why = text
+                .lines()
+                .find(|l| l.contains("io.containerd.grpc.v1.cri") && l.contains("error="))
+                .unwrap_or(listed.as_str());
+            format!("CRI not ok: {why}")
+        }
+    }
+}
+
+/// What an operator does to containerd's file between the tool's steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    Register,
+    /// Another handler added by hand, as nvidia-ctk, kata-deploy or gVisor's docs do.
+    AddOther,
+    Remove,
+}
+
+const OTHER_HANDLER: &str = r#"
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
+    BinaryName = "/usr/bin/nvidia-container-runtime"
+"#;
+
+/// A version-2 file for a private containerd 1.6: nothing of this project in it; `runc`, the
+/// operator's runc handler if any.
+fn private_v2(dir: &Path, runc: &str) -> String {
+    format!(
+        "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\n[grpc]\n  address = \"{d}/sock\"\n\n[ttrpc]\n  address = \"{d}/ttrpc.sock\"\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_apparmor = true\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    snapshotter = \"native\"\n{runc}",
+        d = dir.display()
+    )
+}
+
+/// Register, another handler added by hand, and remove, in every order, from a file naming
+/// no runtime and from one with the operator's own runc handler: after each of the tool's
+/// steps containerd 1.6 itself loads the file with its CRI plugin `ok` (a removal never
+/// breaks a file that loaded), remove leaves nothing of ours, and remove right after
+/// register gives a file that loaded back byte for byte. Fails on the code before (remove took the
+/// written-out `runc` away from under the other handler: "no corresponding runtime
+/// configured ... default_runtime_name = \"runc\"").
+#[test]
+fn configure_containerd_register_other_handler_remove_in_every_order_keeps_cri_loading() {
+    let Some(containerd) = engine("configure_orders", "containerd") else {
+        return;
+    };
+    let Some(ctr) = engine("configure_orders", "ctr") else {
+        return;
+    };
+    let operator_runc = "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n        BinaryName = \"/usr/local/sbin/runc-patched\"\n";
+    use Step::*;
+    let orders = [
+        [Register, AddOther, Remove],
+        [Register, Remove, AddOther],
+        [AddOther, Register, Remove],
+        [AddOther, Remove, Register],
+        [Remove, Register, AddOther],
+        [Remove, AddOther, Register],
+    ];
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ctd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = t.path().join("config.toml");
+    let path = p.to_str().unwrap();
+    let hook = t.path().join("hook.toml");
+    let mut seen: std::collections::HashMap<String, String> = Default::default();
+    let mut cri = |text: &str| {
+        seen.entry(text.to_string())
+            .or_insert_with(|| cri_plugin(&containerd, &ctr, &p, &dir))
+            .clone()
+    };
+    for (start, runc) in [("no runtime", ""), ("the operator's runc", operator_runc)] {
+        for order in orders {
+            let what = format!("{start}, {order:?}");
+            std::fs::write(&p, private_v2(&dir, runc)).unwrap();
+            std::fs::write(&hook, "").unwrap();
+            let mut state = cri(&std::fs::read_to_string(&p).unwrap());
+            let mut last = None;
+            for step in order {
+                let before = std::fs::read_to_string(&p).unwrap();
+                match step {
+                    AddOther => std::fs::write(&p, format!("{before}{OTHER_HANDLER}")).unwrap(),
+                    Register | Remove => {
+                        let mut args = vec!["--path", path, "--wrapper", "/opt/w"];
+                        args.extend(["--config", hook.to_str().unwrap()]);
+                        if step == Remove {
+                            args.push("--remove");
+                        }
+                        let o = configure_cri("containerd", &args);
+                        assert!(o.status.success(), "{what}: {step:?}: {}", stderr(&o));
+                    }
+                }
+                let text = std::fs::read_to_string(&p).unwrap();
+                std::fs::write(&p, &text).unwrap();
+                let now = cri(&text);
+                match step {
+                    Register => assert_eq!(now, "ok", "{what}: after {step:?}:\n{text}"),
+                    Remove if state == "ok" => {
+                        assert_eq!(now, "ok", "{what}: after {step:?}:\n{text}")
+                    }
+                    _ => {}
+                }
+                if step == Remove {
+                    assert!(!text.contains("runtimes.oci-volume"), "{what}:\n{text}");
+                    // (A file that did not load before is not given back broken.)
+                    if let Some((Register, registered_from, "ok")) = &last {
+                        assert_eq!(&text, registered_from, "{what}: not given back exactly");
+                    }
+                }
+                last = Some((step, before, if state == "ok" { "ok" } else { "broken" }));
+                state = now;
+            }
+        }
+    }
+    // Registered over the operator's runc handler, the wrapper runs that runc.
+    let c: toml::Value = toml::from_str(&std::fs::read_to_string(&hook).unwrap()).unwrap();
+    assert_eq!(c["runtime"].as_str(), Some("/usr/local/sbin/runc-patched"));
+}
+
+/// A 0600 file (registry credentials live in containerd's and dockerd's files) keeps its
+/// mode and owner, and so does its backup, an old world-readable backup included. Fails on
+/// the code before (the backup was written 0644).
+#[test]
+fn backups_keep_the_originals_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let t = tempfile::tempdir().unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    for (engine, name, text) in [
+        ("containerd", "config.toml", CONTAINERD_V2),
+        (
+            "docker",
+            "daemon.json",
+            "{\"registry-mirrors\": [\"https://u:secret@m\"]}",
+        ),
+    ] {
+        let p = t.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if root {
+            std::os::unix::fs::chown(&p, Some(4321), Some(8765)).unwrap();
+        }
+        let want = std::fs::metadata(&p).unwrap();
+        let backup = t.path().join(format!("{name}.oci-volume-hook.bak"));
+        std::fs::write(&backup, "old").unwrap();
+        std::fs::set_permissions(&backup, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let hook = t.path().join("hook.toml");
+        let mut args = vec!["--path", p.to_str().unwrap()];
+        if engine == "containerd" {
+            args.extend(["--config", hook.to_str().unwrap()]);
+        }
+        let o = configure_cri(engine, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(std::fs::read_to_string(&backup).unwrap(), text);
+        for f in [&p, &backup] {
+            let m = std::fs::metadata(f).unwrap();
+            assert_eq!(m.mode() & 0o7777, 0o600, "{}", f.display());
+            assert_eq!(
+                (m.uid(), m.gid()),
+                (want.uid(), want.gid()),
+                "{}",
+                f.display()
+            );
+        }
+    }
 }

@@ -563,3 +563,109 @@ fn backups_keep_the_originals_mode_and_owner() {
         }
     }
 }
+
+/// k3s and RKE2 write config.toml afresh at every start: `--k3s` puts the handler into the
+/// template extending k3s's base one. Rendered as k3s would (the base in place of its
+/// `template` call), containerd 1.6 loads it with the CRI plugin `ok` and the handler there;
+/// an operator's template keeps its lines through register and remove; one that does not
+/// extend the base is left alone and the block to add printed.
+#[test]
+fn configure_containerd_k3s_writes_the_template() {
+    let Some(containerd) = engine("configure_k3s", "containerd") else {
+        return;
+    };
+    let Some(ctr) = engine("configure_k3s", "ctr") else {
+        return;
+    };
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("ctd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let etc = t.path().join("agent/etc/containerd");
+    std::fs::create_dir_all(&etc).unwrap();
+    let generated = etc.join("config.toml");
+    let k3s_runc = "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n      SystemdCgroup = false\n";
+    let base = private_v2(&dir, k3s_runc);
+    std::fs::write(&generated, &base).unwrap();
+    let hook = t.path().join("hook.toml");
+    let args = [
+        "--k3s",
+        "--path",
+        generated.to_str().unwrap(),
+        "--wrapper",
+        "/opt/w",
+        "--config",
+        hook.to_str().unwrap(),
+    ];
+    let tmpl = etc.join("config.toml.tmpl");
+    let o = configure_cri("containerd", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("restart k3s"));
+    let text = std::fs::read_to_string(&tmpl).unwrap();
+    assert!(text.starts_with("{{ template \"base\" . }}\n"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(&generated).unwrap(),
+        base,
+        "k3s's own file untouched"
+    );
+    // k3s renders it: the base in place of the call.
+    let rendered = text.replace("{{ template \"base\" . }}", &base);
+    std::fs::write(&generated, &rendered).unwrap();
+    assert_eq!(
+        cri_plugin(&containerd, &ctr, &generated, &dir),
+        "ok",
+        "{rendered}"
+    );
+    let v: toml::Value = toml::from_str(&rendered).unwrap();
+    let h = &v["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["oci-volume"];
+    assert_eq!(h["options"]["BinaryName"].as_str(), Some("/opt/w"));
+    assert_eq!(h["options"]["SystemdCgroup"].as_bool(), Some(false));
+    std::fs::write(&generated, &base).unwrap();
+    let o = configure_cri("containerd", &args);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing changed"));
+    // Ours alone: removed with the block.
+    let mut remove = args.to_vec();
+    remove.push("--remove");
+    let o = configure_cri("containerd", &remove);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!tmpl.exists());
+
+    // The operator's own template extending the base: kept line for line.
+    let mine = "{{ template \"base\" . }}\n\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"docker.io\"]\n  endpoint = [\"https://mirror\"]\n";
+    std::fs::write(&tmpl, mine).unwrap();
+    let o = configure_cri("containerd", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&tmpl).unwrap();
+    assert!(
+        text.starts_with(mine) && text.contains("runtimes.oci-volume"),
+        "{text}"
+    );
+    let o = configure_cri("containerd", &remove);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&tmpl).unwrap(), mine);
+
+    // A whole template of the operator's: left alone, the lines to add printed.
+    let whole = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\"]\n";
+    std::fs::write(&tmpl, whole).unwrap();
+    let o = configure_cri("containerd", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&tmpl).unwrap(), whole);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("add these lines")
+            && out
+                .contains("[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.oci-volume]"),
+        "{out}"
+    );
+    std::fs::remove_file(&tmpl).unwrap();
+
+    // containerd 2.x under k3s: version 3, its own template and plugin name.
+    std::fs::write(&generated, "version = 3\n").unwrap();
+    let o = configure_cri("containerd", &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v3 = std::fs::read_to_string(etc.join("config-v3.toml.tmpl")).unwrap();
+    assert!(
+        v3.contains("io.containerd.cri.v1.runtime\".containerd.runtimes.oci-volume"),
+        "{v3}"
+    );
+    assert!(!tmpl.exists());
+}

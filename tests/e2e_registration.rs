@@ -4,6 +4,7 @@
 
 mod common;
 #[path = "common/cri.rs"]
+#[allow(dead_code)]
 mod cri;
 
 use std::os::unix::fs::PermissionsExt;

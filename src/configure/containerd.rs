@@ -34,13 +34,13 @@ pub struct Request<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+pub(super) enum Version {
     V2,
     V3,
 }
 
 impl Version {
-    fn plugin(self) -> &'static str {
+    pub(super) fn plugin(self) -> &'static str {
         match self {
             Version::V2 => PLUGIN_V2,
             Version::V3 => PLUGIN_V3,
@@ -90,7 +90,7 @@ pub fn configure(req: &Request) -> Result<Vec<Change>> {
 }
 
 /// The runc the template handler names (`options.BinaryName`), unless it is the wrapper.
-fn operator_runtime(doc: &DocumentMut, plugin: &str, req: &Request) -> Option<String> {
+pub(super) fn operator_runtime(doc: &DocumentMut, plugin: &str, req: &Request) -> Option<String> {
     let runtimes = doc
         .get("plugins")?
         .get(plugin)?
@@ -125,7 +125,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn version_of(doc: &DocumentMut, path: &Path) -> Result<Version> {
+pub(super) fn version_of(doc: &DocumentMut, path: &Path) -> Result<Version> {
     match doc.get("version").map(|v| v.as_integer()) {
         Some(Some(2)) => Ok(Version::V2),
         Some(Some(3)) => Ok(Version::V3),
@@ -244,7 +244,11 @@ fn keep_builtin(runtimes: &mut Table, default: &str) {
 }
 
 /// `plugins.<plugin>.containerd.runtimes`, created as implicit tables (no empty headers).
-fn runtimes_mut<'a>(root: &'a mut Table, plugin: &str, path: &Path) -> Result<&'a mut Table> {
+pub(super) fn runtimes_mut<'a>(
+    root: &'a mut Table,
+    plugin: &str,
+    path: &Path,
+) -> Result<&'a mut Table> {
     let mut t = root;
     for key in ["plugins", plugin, "containerd", "runtimes"] {
         let item = t.entry(key).or_insert_with(|| {
@@ -261,7 +265,7 @@ fn runtimes_mut<'a>(root: &'a mut Table, plugin: &str, path: &Path) -> Result<&'
 
 /// The handler: the default runc handler's settings (SystemdCgroup, Root...) with the
 /// wrapper as its binary, and the wrapper's annotations let through.
-fn handler(runtimes: &Table, name: &str, wrapper: &Path, path: &Path) -> Result<Table> {
+pub(super) fn handler(runtimes: &Table, name: &str, wrapper: &Path, path: &Path) -> Result<Table> {
     let mut t = match template(runtimes, name) {
         Some(tpl) => fresh_table(tpl),
         None => Table::new(),

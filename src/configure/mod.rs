@@ -6,6 +6,7 @@ mod cli;
 pub mod containerd;
 pub mod crio;
 mod docker;
+pub mod k3s;
 pub mod wrapper_runtime;
 
 use std::path::{Component, Path, PathBuf};

@@ -110,7 +110,15 @@ pub fn main(args: &Args) -> ExitCode {
         }
     }
     match register(args, runtime, true) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Kept, never refused: a shim stops and deletes its containers through the binary
+            // it was given, long after the handler is gone.
+            println!(
+                "binaries kept in {}: containers created through the wrapper are stopped and deleted through it",
+                args.install_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }

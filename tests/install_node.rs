@@ -67,6 +67,11 @@ fn install_node_for_crio_then_uninstall() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!dropin.exists(), "the registration is gone");
     assert!(
+        String::from_utf8_lossy(&o.stdout).contains("binaries kept in /opt/oci-volume-hook/bin"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
         root.join("opt/oci-volume-hook/bin/oci-volume-runtime")
             .exists()
     );

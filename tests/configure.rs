@@ -389,22 +389,26 @@ fn cri_plugin(containerd: &Path, ctr: &Path, config: &Path, dir: &Path) -> Strin
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     let _ = child.wait();
-    let status = listed
+    // containerd 1.6: `io.containerd.grpc.v1 cri`; 2.x adds `io.containerd.cri.v1 runtime`
+    // and `images`, which the first needs.
+    let cri: Vec<Vec<&str>> = listed
         .lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>())
-        .find(|f| f.len() >= 4 && f[0] == "io.containerd.grpc.v1" && f[1] == "cri")
-        .map(|f| f[f.len() - 1].to_string());
-    match status.as_deref() {
-        Some("ok") => "ok".into(),
-        _ => {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            let why = text
-                .lines()
-                .find(|l| l.contains("io.containerd.grpc.v1.cri") && l.contains("error="))
-                .unwrap_or(listed.as_str());
-            format!("CRI not ok: {why}")
-        }
+        .filter(|f| {
+            f.len() >= 4
+                && ((f[0] == "io.containerd.grpc.v1" && f[1] == "cri")
+                    || f[0] == "io.containerd.cri.v1")
+        })
+        .collect();
+    if !cri.is_empty() && cri.iter().all(|f| f[f.len() - 1] == "ok") {
+        return "ok".into();
     }
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let why = text
+        .lines()
+        .find(|l| l.contains("failed to load plugin") && l.contains("cri"))
+        .unwrap_or(listed.as_str());
+    format!("CRI not ok: {why}")
 }
 
 /// What an operator does to containerd's file between the tool's steps.
@@ -416,38 +420,51 @@ enum Step {
     Remove,
 }
 
-const OTHER_HANDLER: &str = r#"
-[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
-  runtime_type = "io.containerd.runc.v2"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
-    BinaryName = "/usr/bin/nvidia-container-runtime"
-"#;
-
-/// A version-2 file for a private containerd 1.6: nothing of this project in it; `runc`, the
-/// operator's runc handler if any.
-fn private_v2(dir: &Path, runc: &str) -> String {
+/// Another handler, as nvidia-ctk or kata-deploy add one, in a file of version 2 or 3.
+fn other_handler(plugin: &str) -> String {
     format!(
-        "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\n[grpc]\n  address = \"{d}/sock\"\n\n[ttrpc]\n  address = \"{d}/ttrpc.sock\"\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\n[plugins.\"io.containerd.grpc.v1.cri\"]\n  disable_apparmor = true\n  [plugins.\"io.containerd.grpc.v1.cri\".containerd]\n    snapshotter = \"native\"\n{runc}",
+        "\n[plugins.\"{plugin}\".containerd.runtimes.nvidia]\n  runtime_type = \"io.containerd.runc.v2\"\n  [plugins.\"{plugin}\".containerd.runtimes.nvidia.options]\n    BinaryName = \"/usr/bin/nvidia-container-runtime\"\n"
+    )
+}
+
+/// The CRI plugin's section name in a file of `version`.
+fn cri_plugin_name(version: u8) -> &'static str {
+    if version == 3 {
+        "io.containerd.cri.v1.runtime"
+    } else {
+        "io.containerd.grpc.v1.cri"
+    }
+}
+
+/// A file for a private containerd: nothing of this project in it; `runc`: the operator's
+/// runc handler's lines, if any.
+fn private_config(dir: &Path, version: u8, runc: &str) -> String {
+    let plugin = cri_plugin_name(version);
+    let v2_only = if version == 2 {
+        "  disable_apparmor = true\n"
+    } else {
+        ""
+    };
+    format!(
+        "version = {version}\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\n[grpc]\n  address = \"{d}/sock\"\n\n[ttrpc]\n  address = \"{d}/ttrpc.sock\"\n\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{d}/opt\"\n\n[plugins.\"{plugin}\"]\n{v2_only}  [plugins.\"{plugin}\".containerd]\n    default_runtime_name = \"runc\"\n{runc}",
         d = dir.display()
     )
 }
 
+fn private_v2(dir: &Path, runc: &str) -> String {
+    private_config(dir, 2, runc)
+}
+
 /// Register, another handler added by hand, and remove, in every order, from a file naming
 /// no runtime and from one with the operator's own runc handler: after each of the tool's
-/// steps containerd 1.6 itself loads the file with its CRI plugin `ok` (a removal never
-/// breaks a file that loaded), remove leaves nothing of ours, and remove right after
-/// register gives a file that loaded back byte for byte. Fails on the code before (remove took the
-/// written-out `runc` away from under the other handler: "no corresponding runtime
-/// configured ... default_runtime_name = \"runc\"").
-#[test]
-fn configure_containerd_register_other_handler_remove_in_every_order_keeps_cri_loading() {
-    let Some(containerd) = engine("configure_orders", "containerd") else {
-        return;
-    };
-    let Some(ctr) = engine("configure_orders", "ctr") else {
-        return;
-    };
-    let operator_runc = "    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n        BinaryName = \"/usr/local/sbin/runc-patched\"\n";
+/// steps containerd itself loads the file with its CRI plugin `ok` (a removal never breaks
+/// a file that loaded), remove leaves nothing of ours, and remove right after register gives
+/// a file that loaded back byte for byte (but for a written-out `runc` another handler needs).
+fn register_other_remove_in_every_order(containerd: &Path, ctr: &Path, version: u8) {
+    let plugin = cri_plugin_name(version);
+    let operator_runc = format!(
+        "    [plugins.\"{plugin}\".containerd.runtimes.runc]\n      runtime_type = \"io.containerd.runc.v2\"\n      [plugins.\"{plugin}\".containerd.runtimes.runc.options]\n        BinaryName = \"/usr/local/sbin/runc-patched\"\n"
+    );
     use Step::*;
     let orders = [
         [Register, AddOther, Remove],
@@ -463,23 +480,37 @@ fn configure_containerd_register_other_handler_remove_in_every_order_keeps_cri_l
     let p = t.path().join("config.toml");
     let path = p.to_str().unwrap();
     let hook = t.path().join("hook.toml");
+    // Version 3's handler is in a drop-in: the files containerd reads, together, are the key.
+    let dropin = t.path().join("conf.d/99-oci-volume.toml");
+    let files = || {
+        let d = std::fs::read_to_string(&dropin).unwrap_or_default();
+        format!("{}\n# drop-in:\n{d}", std::fs::read_to_string(&p).unwrap())
+    };
     let mut seen: std::collections::HashMap<String, String> = Default::default();
-    let mut cri = |text: &str| {
-        seen.entry(text.to_string())
-            .or_insert_with(|| cri_plugin(&containerd, &ctr, &p, &dir))
+    let mut cri = |key: String| {
+        seen.entry(key)
+            .or_insert_with(|| cri_plugin(containerd, ctr, &p, &dir))
             .clone()
     };
-    for (start, runc) in [("no runtime", ""), ("the operator's runc", operator_runc)] {
+    let starts = [
+        ("no runtime", String::new()),
+        ("the operator's runc", operator_runc),
+    ];
+    for (start, runc) in &starts {
         for order in orders {
-            let what = format!("{start}, {order:?}");
-            std::fs::write(&p, private_v2(&dir, runc)).unwrap();
+            let what = format!("containerd {version} file, {start}, {order:?}");
+            std::fs::write(&p, private_config(&dir, version, runc)).unwrap();
+            let _ = std::fs::remove_file(&dropin);
             std::fs::write(&hook, "").unwrap();
-            let mut state = cri(&std::fs::read_to_string(&p).unwrap());
-            let mut last = None;
+            let mut state = cri(files());
+            let mut last: Option<(Step, String, &str)> = None;
             for step in order {
-                let before = std::fs::read_to_string(&p).unwrap();
+                let before = files();
                 match step {
-                    AddOther => std::fs::write(&p, format!("{before}{OTHER_HANDLER}")).unwrap(),
+                    AddOther => {
+                        let text = std::fs::read_to_string(&p).unwrap();
+                        std::fs::write(&p, format!("{text}{}", other_handler(plugin))).unwrap()
+                    }
                     Register | Remove => {
                         let mut args = vec!["--path", path, "--wrapper", "/opt/w"];
                         args.extend(["--config", hook.to_str().unwrap()]);
@@ -490,21 +521,36 @@ fn configure_containerd_register_other_handler_remove_in_every_order_keeps_cri_l
                         assert!(o.status.success(), "{what}: {step:?}: {}", stderr(&o));
                     }
                 }
-                let text = std::fs::read_to_string(&p).unwrap();
-                std::fs::write(&p, &text).unwrap();
-                let now = cri(&text);
+                let now_files = files();
+                let now = cri(now_files.clone());
                 match step {
-                    Register => assert_eq!(now, "ok", "{what}: after {step:?}:\n{text}"),
+                    Register => assert_eq!(now, "ok", "{what}: after {step:?}:\n{now_files}"),
                     Remove if state == "ok" => {
-                        assert_eq!(now, "ok", "{what}: after {step:?}:\n{text}")
+                        assert_eq!(now, "ok", "{what}: after {step:?}:\n{now_files}")
                     }
                     _ => {}
                 }
                 if step == Remove {
-                    assert!(!text.contains("runtimes.oci-volume"), "{what}:\n{text}");
-                    // (A file that did not load before is not given back broken.)
+                    assert!(
+                        !now_files.contains("runtimes.oci-volume"),
+                        "{what}:\n{now_files}"
+                    );
+                    // (A file that did not load before is not given back broken.) The `runc`
+                    // written out beside another handler stays: containerd 1.6 needs it, 2.x
+                    // does not, and nothing in the file says which one reads it.
                     if let Some((Register, registered_from, "ok")) = &last {
-                        assert_eq!(&text, registered_from, "{what}: not given back exactly");
+                        let written_runc = format!(
+                            "\n# Added by oci-volume-hook with its handler: containerd's built-in runc handler,\n# which containerd forgets once this file names any other runtime.\n[plugins.\"{plugin}\".containerd.runtimes.runc]\nruntime_type = \"io.containerd.runc.v2\"\n"
+                        );
+                        let given_back = if registered_from.contains("runtimes.nvidia") {
+                            now_files.replacen(&written_runc, "", 1)
+                        } else {
+                            now_files.clone()
+                        };
+                        assert_eq!(
+                            &given_back, registered_from,
+                            "{what}: not given back exactly"
+                        );
                     }
                 }
                 last = Some((step, before, if state == "ok" { "ok" } else { "broken" }));
@@ -515,6 +561,44 @@ fn configure_containerd_register_other_handler_remove_in_every_order_keeps_cri_l
     // Registered over the operator's runc handler, the wrapper runs that runc.
     let c: toml::Value = toml::from_str(&std::fs::read_to_string(&hook).unwrap()).unwrap();
     assert_eq!(c["runtime"].as_str(), Some("/usr/local/sbin/runc-patched"));
+}
+
+/// containerd 1.6 (Debian 12's). Fails on the code before: remove took the written-out
+/// `runc` away from under the other handler ("no corresponding runtime configured in
+/// `containerd.runtimes` for `containerd` `default_runtime_name = \"runc\"`").
+#[test]
+fn configure_containerd_register_other_handler_remove_in_every_order_keeps_cri_loading() {
+    let Some(containerd) = engine("configure_orders", "containerd") else {
+        return;
+    };
+    let Some(ctr) = engine("configure_orders", "ctr") else {
+        return;
+    };
+    register_other_remove_in_every_order(&containerd, &ctr, 2);
+}
+
+/// containerd 2.1 (Debian sid's, from the tree tests/sid/tree.sh builds; it runs on this
+/// host), on files of version 3 (a drop-in) and of version 2 (migrated by containerd).
+#[test]
+fn configure_containerd_2_register_other_handler_remove_in_every_order_keeps_cri_loading() {
+    if !root_or_skip("configure_orders_2") {
+        return;
+    }
+    let tree =
+        std::env::var_os("SID_TREE").unwrap_or_else(|| "/var/tmp/oci-volume-hook-sid".into());
+    let bin = Path::new(&tree).join("usr/bin");
+    if !Path::new(&tree).join(".ready").exists() {
+        assert!(
+            !required(),
+            "configure_orders_2: no containerd 2 tree at {} (tests/sid/tree.sh builds it)",
+            Path::new(&tree).display()
+        );
+        eprintln!("SKIP configure_orders_2: no containerd 2 tree");
+        return;
+    }
+    for version in [3, 2] {
+        register_other_remove_in_every_order(&bin.join("containerd"), &bin.join("ctr"), version);
+    }
 }
 
 /// A 0600 file (registry credentials live in containerd's and dockerd's files) keeps its

@@ -510,3 +510,42 @@ fn set_import(doc: &mut DocumentMut, entry: &str, present: bool) {
         doc.insert("imports", value(list));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtimes(text: &str) -> DocumentMut {
+        text.parse().unwrap()
+    }
+
+    fn take_back_in(doc: &mut DocumentMut) -> Vec<String> {
+        let rt = runtimes_mut(doc.as_table_mut(), PLUGIN_V2, Path::new("f")).unwrap();
+        take_back(rt, "oci-volume", Path::new("/usr/bin/oci-volume-runtime"));
+        rt.iter().map(|(k, _)| k.to_string()).collect()
+    }
+
+    /// Only what the tool wrote goes: not a handler of that name the operator wrote, not a
+    /// written-out runc the operator has since added to.
+    #[test]
+    fn remove_takes_back_only_what_it_added() {
+        let h = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
+        let mut doc = runtimes(&format!(
+            "{h}.oci-volume]\nruntime_type = \"io.containerd.runc.v2\"\n{h}.oci-volume.options]\nBinaryName = \"/opt/other\"\n"
+        ));
+        assert_eq!(take_back_in(&mut doc), ["oci-volume"], "the operator's own");
+        let mut doc = runtimes(&format!(
+            "{h}.oci-volume.options]\nBinaryName = \"/usr/bin/oci-volume-runtime\"\n\n{}\n{h}.runc]\nruntime_type = \"io.containerd.runc.v2\"\nSystemdCgroup = true\n",
+            BUILTIN_MARK
+        ));
+        assert_eq!(
+            take_back_in(&mut doc),
+            ["runc"],
+            "ours by its binary; runc added to"
+        );
+        let mut doc = runtimes(&format!(
+            "{MARK}\n{h}.oci-volume]\nruntime_type = \"x\"\n\n{BUILTIN_MARK}\n{h}.runc]\nruntime_type = \"io.containerd.runc.v2\"\n"
+        ));
+        assert!(take_back_in(&mut doc).is_empty(), "both ours, nothing else");
+    }
+}

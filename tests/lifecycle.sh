@@ -102,6 +102,7 @@ ctr_ task kill -s KILL keep1 || fail "the container cannot be stopped after the 
 for _ in $(seq 50); do ctr_ task ls | grep -q 'keep1.*STOPPED' && break; sleep 0.2; done
 ctr_ task rm keep1 >/dev/null || fail "the container's task cannot be deleted after the removal"
 ctr_ container rm keep1 || fail "the container cannot be deleted after the removal"
+rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
 rm -f /usr/bin/oci-volume-runtime
 dpkg --purge oci-volume-hook >/dev/null
 [ ! -e /var/lib/oci-volume-hook ] || fail "left /var/lib/oci-volume-hook"

@@ -186,10 +186,16 @@ fn config_source(args: &Args) -> Result<(String, String)> {
 fn install_config(args: &Args, text: &str, source_name: &str) -> Result<()> {
     let host_path = Path::new(config::DEFAULT_PATH);
     let file = under(&args.host_root, host_path)?;
-    let wanted = format!("{CONFIG_MARK}\n{text}");
+    let mut wanted = format!("{CONFIG_MARK}\n{text}");
     let ours = match std::fs::read(&file) {
-        Ok(old) if old == wanted.as_bytes() => return Ok(()),
-        Ok(old) => old.starts_with(CONFIG_MARK.as_bytes()),
+        Ok(old) => {
+            let old = String::from_utf8_lossy(&old);
+            wanted = configure::wrapper_runtime::keep_recorded(wanted, &old);
+            if old == wanted {
+                return Ok(());
+            }
+            old.starts_with(CONFIG_MARK)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };

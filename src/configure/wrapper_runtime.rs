@@ -54,10 +54,7 @@ pub fn plan(root: &Path, path: &Path, wanted: Option<&str>) -> Result<Plan> {
         .map(String::from);
     let (text, line) = match (wanted, current) {
         (Some(w), None) => {
-            doc.insert("runtime", value(w));
-            if let Some(mut k) = doc.key_mut("runtime") {
-                k.leaf_decor_mut().set_prefix(format!("{SET_MARK}\n"));
-            }
+            insert(&mut doc, w);
             let line = format!(
                 "the wrapper runs {w}, the runtime the runc handler named: `runtime` set in {shown}"
             );
@@ -85,6 +82,39 @@ pub fn plan(root: &Path, path: &Path, wanted: Option<&str>) -> Result<Plan> {
         text,
         line,
     })
+}
+
+/// `text` (a configuration about to replace `old`, as install-node's ConfigMap does) with the
+/// runtime this tool recorded in `old`, when `text` names none: kill and delete must keep
+/// reaching it, and an unchanged node must not be rewritten at every start.
+pub fn keep_recorded(text: String, old: &str) -> String {
+    let recorded = old
+        .parse::<DocumentMut>()
+        .ok()
+        .filter(|d| d.key("runtime").is_some_and(|k| set_here(k.leaf_decor())))
+        .and_then(|d| d.get("runtime")?.as_str().map(String::from));
+    let (Some(runtime), Ok(mut doc)) = (recorded, text.parse::<DocumentMut>()) else {
+        return text;
+    };
+    if doc.contains_key("runtime") {
+        return text;
+    }
+    insert(&mut doc, &runtime);
+    doc.to_string()
+}
+
+fn set_here(decor: &toml_edit::Decor) -> bool {
+    decor
+        .prefix()
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| p.contains(SET_MARK))
+}
+
+fn insert(doc: &mut DocumentMut, runtime: &str) {
+    doc.insert("runtime", value(runtime));
+    if let Some(mut k) = doc.key_mut("runtime") {
+        k.leaf_decor_mut().set_prefix(format!("{SET_MARK}\n"));
+    }
 }
 
 impl Plan {

@@ -16,10 +16,26 @@ pub enum Durability {
     Volatile,
 }
 
-/// Replaces `path` with `bytes`, keeping its mode (0644 for a new file). The temporary file
-/// is created exclusively under a name of this process's, so concurrent writers never share
-/// one; it is removed if anything fails.
+/// Replaces `path` with `bytes`, keeping its mode and owner (0644 and ours for a new file).
+/// The temporary file is created exclusively under a name of this process's, so concurrent
+/// writers never share one; it is removed if anything fails.
 pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> {
+    replace_like(
+        path,
+        bytes,
+        durability,
+        std::fs::metadata(path).ok().as_ref(),
+    )
+}
+
+/// Like [`replace`], with the mode and owner of `like` (a backup takes its original's: a
+/// 0600 file with credentials must not get a world-readable copy).
+pub fn replace_like(
+    path: &Path,
+    bytes: &[u8],
+    durability: Durability,
+    like: Option<&std::fs::Metadata>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = dir.join(format!(
@@ -27,16 +43,22 @@ pub fn replace(path: &Path, bytes: &[u8], durability: Durability) -> Result<()> 
         std::process::id()
     ));
     let write = || -> Result<()> {
-        let mode = std::fs::metadata(path)
-            .map(|m| m.mode() & 0o7777)
-            .unwrap_or(0o644);
+        let mode = like.map_or(0o644, |m| m.mode() & 0o7777);
+        // Created with the final mode (less the umask): never readable by more than that.
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
-            .mode(mode)
+            .mode(mode & 0o777)
             .open(&tmp)?;
         // One write: the content is in memory already.
         f.write_all(bytes)?;
+        if let Some(m) = like {
+            let ours = f.metadata()?;
+            if (ours.uid(), ours.gid()) != (m.uid(), m.gid()) {
+                std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid()))?;
+            }
+        }
+        // After the chown, which clears set-id bits.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         if durability == Durability::Synced {
             f.sync_all()?;

@@ -289,20 +289,21 @@ impl Config {
         let path = std::env::var_os(ENV_PATH)
             .filter(|v| !v.is_empty())
             .map_or_else(|| PathBuf::from(DEFAULT_PATH), PathBuf::from);
-        let table = std::fs::read_to_string(path)
-            .ok()
-            .and_then(|t| t.parse::<toml::Table>().ok())
-            .unwrap_or_default();
-        if let Some(r) = table
-            .get("runtime")
-            .and_then(|v| v.as_str())
-            .filter(|r| !r.is_empty())
-        {
-            config.runtime = r.to_string();
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let table = text.parse::<toml::Table>().ok();
+        // A file TOML cannot read still names the operator's runtime: kill and delete must
+        // reach that one, not whatever `runc` is on PATH.
+        let string = |key: &str| match &table {
+            Some(t) => t.get(key).and_then(|v| v.as_str()).map(String::from),
+            None => salvage_string(&text, key),
+        };
+        if let Some(r) = string("runtime").filter(|r| !r.is_empty()) {
+            config.runtime = r;
         }
-        if let Some(s) = table.get("staging_dir").and_then(|v| v.as_str()) {
+        if let Some(s) = string("staging_dir") {
             config.staging_dir = PathBuf::from(s);
         }
+        let table = table.unwrap_or_default();
         if let Some(log) = table
             .get("log")
             .and_then(|l| Log::deserialize(l.clone()).ok())
@@ -311,6 +312,34 @@ impl Config {
         }
         (config, Some(problem))
     }
+}
+
+/// `key = "value"` at the top level of a text TOML cannot parse: the last such line before
+/// the first table header, its value a string without escapes. None when there is none.
+fn salvage_string(text: &str, key: &str) -> Option<String> {
+    let mut found = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            break;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.trim().trim_matches('"') != key {
+            continue;
+        }
+        let v = v.trim();
+        let quote = v.chars().next().filter(|q| *q == '"' || *q == '\'')?;
+        let rest = &v[1..];
+        let end = rest.find(quote)?;
+        let value = &rest[..end];
+        let after = rest[end + 1..].trim_start();
+        if (quote == '"' && value.contains('\\')) || !(after.is_empty() || after.starts_with('#')) {
+            continue;
+        }
+        found = Some(value.to_string());
+    }
+    found
 }
 
 /// The annotation prefix for per-container control.
@@ -730,6 +759,30 @@ mod tests {
         // An operator appends a top-level key at the end: it must stay top-level.
         let c = Config::parse(&format!("{shipped}\nruntime = \"/usr/local/sbin/runc\"\n")).unwrap();
         assert_eq!(c.runtime, "/usr/local/sbin/runc");
+    }
+
+    #[test]
+    fn a_runtime_is_salvaged_from_a_file_toml_cannot_read() {
+        let broken = "# ops\nruntime = \"/opt/runc/bin/runc\"  # patched\nchroots = [\"/a/*\"\n[log]\nruntime = \"/no\"\n";
+        assert!(broken.parse::<toml::Table>().is_err());
+        assert_eq!(
+            salvage_string(broken, "runtime").as_deref(),
+            Some("/opt/runc/bin/runc")
+        );
+        assert_eq!(
+            salvage_string("runtime = '/x'\nruntime=\"/y\"", "runtime").as_deref(),
+            Some("/y"),
+            "the last one, as TOML would refuse but an operator means"
+        );
+        for none in [
+            "[t]\nruntime = \"/x\"",
+            "runtime = \"/x\" trailing",
+            "runtime = \"a\\\\b\"",
+            "runtimes = \"/x\"",
+            "runtime = /x",
+        ] {
+            assert_eq!(salvage_string(none, "runtime"), None, "{none}");
+        }
     }
 
     #[test]

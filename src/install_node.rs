@@ -110,7 +110,15 @@ pub fn main(args: &Args) -> ExitCode {
         }
     }
     match register(args, runtime, true) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            // Kept, never refused: a shim stops and deletes its containers through the binary
+            // it was given, long after the handler is gone.
+            println!(
+                "binaries kept in {}: containers created through the wrapper are stopped and deleted through it",
+                args.install_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(e),
     }
 }
@@ -178,10 +186,16 @@ fn config_source(args: &Args) -> Result<(String, String)> {
 fn install_config(args: &Args, text: &str, source_name: &str) -> Result<()> {
     let host_path = Path::new(config::DEFAULT_PATH);
     let file = under(&args.host_root, host_path)?;
-    let wanted = format!("{CONFIG_MARK}\n{text}");
+    let mut wanted = format!("{CONFIG_MARK}\n{text}");
     let ours = match std::fs::read(&file) {
-        Ok(old) if old == wanted.as_bytes() => return Ok(()),
-        Ok(old) => old.starts_with(CONFIG_MARK.as_bytes()),
+        Ok(old) => {
+            let old = String::from_utf8_lossy(&old);
+            wanted = configure::wrapper_runtime::keep_recorded(wanted, &old);
+            if old == wanted {
+                return Ok(());
+            }
+            old.starts_with(CONFIG_MARK)
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
     };
@@ -230,6 +244,7 @@ fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
         wrapper: &wrapper,
         name: &args.name,
         remove,
+        config: Path::new(config::DEFAULT_PATH),
     };
     let changes: Vec<Change> = match runtime {
         Runtime::Crio => crio::configure(&req)?,
@@ -238,7 +253,7 @@ fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
     for line in configure::describe(&changes) {
         println!("{line}");
     }
-    if changes.is_empty() {
+    if !configure::changed(&changes) {
         println!("{unit}: registration already as asked");
         return Ok(());
     }

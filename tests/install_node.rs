@@ -67,6 +67,11 @@ fn install_node_for_crio_then_uninstall() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(!dropin.exists(), "the registration is gone");
     assert!(
+        String::from_utf8_lossy(&o.stdout).contains("binaries kept in /opt/oci-volume-hook/bin"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert!(
         root.join("opt/oci-volume-hook/bin/oci-volume-runtime")
             .exists()
     );
@@ -177,4 +182,46 @@ fn install_node_registers_only_the_annotations_the_hosts_config_allows() {
     let o = install_node(&root, &["--once", "--config-source", cm_s]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(allowed(), ["io.oci-volume-hook.owner"]);
+}
+
+/// The runc the node's runc handler names becomes the wrapper's `runtime` in the host's
+/// configuration, and stays there when the DaemonSet starts again with the same ConfigMap:
+/// nothing rewritten, no moment where kill and delete would go to PATH's runc.
+#[test]
+fn install_node_records_the_nodes_runc_and_keeps_it_across_restarts() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("host");
+    std::fs::create_dir_all(root.join("etc/containerd")).unwrap();
+    std::fs::write(
+        root.join("etc/containerd/config.toml"),
+        "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\nBinaryName = \"/opt/patched/runc\"\n",
+    )
+    .unwrap();
+    let cm = t.path().join("config.toml");
+    std::fs::write(&cm, "chroots = [\"/srv/*\"]\n[log]\nlevel = \"info\"\n").unwrap();
+    let args = [
+        "--once",
+        "--restart",
+        "none",
+        "--config-source",
+        cm.to_str().unwrap(),
+    ];
+    let o = install_node(&root, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let host = root.join("etc/oci-volume-hook/config.toml");
+    let c: toml::Value = toml::from_str(&read(&host)).unwrap();
+    assert_eq!(c["runtime"].as_str(), Some("/opt/patched/runc"));
+    let before = read(&host);
+    let modified = std::fs::metadata(&host).unwrap().modified().unwrap();
+    let o = install_node(&root, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already as asked"));
+    assert_eq!(read(&host), before);
+    let again = std::fs::metadata(&host).unwrap().modified().unwrap();
+    assert_eq!(again, modified, "not rewritten");
+    // A ConfigMap that names a runtime of its own wins.
+    std::fs::write(&cm, "runtime = \"/usr/local/sbin/runc\"\n").unwrap();
+    install_node(&root, &args);
+    let c: toml::Value = toml::from_str(&read(&host)).unwrap();
+    assert_eq!(c["runtime"].as_str(), Some("/usr/local/sbin/runc"));
 }

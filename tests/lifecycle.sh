@@ -85,3 +85,25 @@ start_docker
 [ "$(docker run --rm --network none lc-test:latest /bin/sh -c 'echo still-runs')" = still-runs ] ||
   fail "Docker cannot run containers after the purge and its restart"
 echo "lifecycle.sh: purge unregistered Docker, took staging away; Docker runs containers after its restart"
+
+# Removal while a container created through the wrapper runs: the removal goes through, the
+# wrapper stays where the shim calls it, and the container can still be stopped and deleted.
+dpkg -i "$deb1" >/dev/null
+ns=ovh-lifecycle-keep
+ctr_() { ctr --address "$t/ctd/sock" -n "$ns" "$@"; }
+ctr_ run -d --runc-binary /usr/bin/oci-volume-runtime --rootfs "$t/rootfs" keep1 /bin/busybox sleep 1000 >/dev/null ||
+  fail "ctr run through the wrapper"
+dpkg -r oci-volume-hook >"$t/remove.log" 2>&1 || { cat "$t/remove.log"; fail "removal failed"; }
+grep -q "containers created through /usr/bin/oci-volume-runtime still exist: keep1" "$t/remove.log" ||
+  fail "removal did not say it keeps the wrapper: $(cat "$t/remove.log")"
+[ -x /usr/bin/oci-volume-runtime ] || fail "removal took the wrapper a running container needs"
+dpkg -s oci-volume-hook 2>/dev/null | grep -q '^Status: .* installed' && fail "the package is still installed"
+ctr_ task kill -s KILL keep1 || fail "the container cannot be stopped after the removal"
+for _ in $(seq 50); do ctr_ task ls | grep -q 'keep1.*STOPPED' && break; sleep 0.2; done
+ctr_ task rm keep1 >/dev/null || fail "the container's task cannot be deleted after the removal"
+ctr_ container rm keep1 || fail "the container cannot be deleted after the removal"
+rmdir "/run/containerd/runc/$ns" 2>/dev/null || true
+rm -f /usr/bin/oci-volume-runtime
+dpkg --purge oci-volume-hook >/dev/null
+[ ! -e /var/lib/oci-volume-hook ] || fail "left /var/lib/oci-volume-hook"
+echo "lifecycle.sh: removed with a container running through the wrapper; it was stopped and deleted after"

@@ -78,6 +78,7 @@ fn the_package_puts_each_file_where_it_belongs() {
         "/etc/containers/containers.conf.d/50-oci-volume-hook.conf",
         "/usr/share/oci-volume-hook/hooks.d/oci-volume-hook-precreate.json",
         "/usr/share/oci-volume-hook/hooks.d/oci-volume-hook-poststop.json",
+        "/usr/share/oci-volume-hook/keep-runtime",
         "/usr/share/doc/oci-volume-hook/copyright",
         "/usr/share/man/man1/oci-volume-hook.1.gz",
         "/usr/share/man/man1/oci-volume-runtime.1.gz",

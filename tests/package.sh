@@ -5,30 +5,24 @@
 # tests/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v cargo-deb >/dev/null || cargo install --locked --quiet cargo-deb
-command -v cargo-generate-rpm >/dev/null || cargo install --locked --quiet cargo-generate-rpm
-command -v rpm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null
-
 out=target/package
 rm -rf "$out"
-# The statically linked release binaries (.cargo/config.toml): the ones users get.
+# Both packages, made as README's Install section makes them: one command.
+built=$(bash packaging/build-packages "$out")
+deb=$(echo "$built" | sed -n 1p)
+rpm=$(echo "$built" | sed -n 2p)
+command -v rpm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rpm >/dev/null
+# The statically linked release binaries: the ones users get.
 target=x86_64-unknown-linux-gnu
-cargo build-static --bins
 for b in oci-volume-hook oci-volume-runtime; do
   if readelf -l "target/$target/release/$b" | grep -q INTERP; then
     echo "package.sh: target/$target/release/$b is not statically linked" >&2
     exit 1
   fi
 done
-# The manuals, generated from the command-line definitions (they cannot drift from --help).
-rm -rf target/man
-cargo run --locked --quiet --example man -- target/man
-deb=$(cargo deb --no-build --target "$target" --output "$out/" | tail -n 1)
 # The next version, for the upgrade test: the same files, a higher revision.
 version=$(dpkg-deb -f "$deb" Version)
 deb_next=$(cargo deb --no-build --target "$target" --deb-version "${version%-*}-99" --output "$out/next/" | tail -n 1)
-cargo generate-rpm --target "$target" --output "$out/"
-rpm=$(ls "$out"/*.rpm)
 
 # The same files in both (cargo-deb compresses man pages).
 deb_files=$(dpkg-deb -c "$deb" | awk '{print $6}' | grep -v '/$' | sed -e 's|^\./|/|' -e 's|\.gz$||' | sort)

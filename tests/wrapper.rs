@@ -475,3 +475,37 @@ fn a_source_spelled_twice_is_refused_since_runc_would_mount_the_other() {
     assert!(o.stdout.is_empty());
     assert_one_line_error(&o, "oci-volume-hook", &["mounts[3].\"Source\""]);
 }
+
+/// A configuration TOML cannot read still names the operator's runtime: kill, delete and
+/// state reach it, not `runc` from PATH (containers stay stoppable with the right runc).
+/// Fails on the code before (the defaults' `runc` was used).
+#[test]
+fn a_config_that_is_not_toml_still_sends_kill_to_its_runtime() {
+    if !root_or_skip("wrapper_broken_config") {
+        return;
+    }
+    let f = Fixture::new();
+    let fake = f.path().join("operators-runc");
+    std::fs::write(&fake, "#!/bin/sh\necho \"operator's runc: $*\"\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        f.config_path(),
+        format!(
+            "runtime = \"{}\"\nchroots = [\"/srv/*\"\n[log]\ntarget = \"none\"\n",
+            fake.display()
+        ),
+    )
+    .unwrap();
+    for call in [
+        &["kill", "c1", "KILL"][..],
+        &["delete", "--force", "c1"],
+        &["state", "c1"],
+    ] {
+        let o = wrapper(&f, Path::new("/"), call);
+        assert!(o.status.success(), "{call:?}: {}", stderr(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            format!("operator's runc: {}\n", call.join(" "))
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, anyhow, bail};
 use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value, value};
 
-use super::{Change, MARK, read_optional, replace_file, toml_error, under};
+use super::{Change, MARK, read_optional, replace_file, toml_error, under, wrapper_runtime};
 
 pub const DEFAULT_PATH: &str = "/etc/containerd/config.toml";
 const PLUGIN_V2: &str = "io.containerd.grpc.v1.cri";
@@ -26,16 +26,18 @@ pub struct Request<'a> {
     pub wrapper: &'a Path,
     pub name: &'a str,
     pub remove: bool,
+    /// The tool's own configuration, where the runtime the wrapper execs is recorded.
+    pub config: &'a Path,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Version {
+pub(super) enum Version {
     V2,
     V3,
 }
 
 impl Version {
-    fn plugin(self) -> &'static str {
+    pub(super) fn plugin(self) -> &'static str {
         match self {
             Version::V2 => PLUGIN_V2,
             Version::V3 => PLUGIN_V3,
@@ -62,10 +64,50 @@ pub fn configure(req: &Request) -> Result<Vec<Change>> {
     if version == Version::V2 && doc.get("version").is_none() && !req.remove {
         doc.insert("version", value(2));
     }
-    match version {
+    // Decided before any file is written: a configuration that cannot take the runtime
+    // stops everything.
+    let runtime_plan = if req.remove {
+        None
+    } else {
+        let carried = operator_runtime(&doc, version.plugin(), req);
+        Some(wrapper_runtime::plan(
+            req.root,
+            req.config,
+            carried.as_deref(),
+        )?)
+    };
+    let mut changes = match version {
         Version::V2 => in_place(req, &file, &mut doc, original.as_deref()),
         Version::V3 => drop_in(req, &file, &mut doc, original.as_deref()),
+    }?;
+    if let Some(plan) = runtime_plan {
+        changes.extend(plan.apply()?);
     }
+    Ok(changes)
+}
+
+/// The runc the template handler names (`options.BinaryName`), unless it is the wrapper.
+pub(super) fn operator_runtime(doc: &DocumentMut, plugin: &str, req: &Request) -> Option<String> {
+    let runtimes = doc
+        .get("plugins")?
+        .get(plugin)?
+        .get("containerd")?
+        .get("runtimes")?
+        .as_table_like()?;
+    let binary = template(runtimes, req.name)?
+        .get("options")?
+        .get("BinaryName")?
+        .as_str()?;
+    let ours = req.wrapper.to_str() == Some(binary);
+    (!binary.is_empty() && !ours).then(|| binary.to_string())
+}
+
+/// The handler ours is copied from: the runc handler, else one named `default`.
+fn template<'a>(runtimes: &'a dyn TableLike, name: &str) -> Option<&'a dyn TableLike> {
+    [BUILTIN, "default"]
+        .into_iter()
+        .filter(|k| *k != name)
+        .find_map(|k| runtimes.get(k).and_then(Item::as_table_like))
 }
 
 /// Handler names become TOML keys and CRI handler names: keep them plain.
@@ -80,7 +122,7 @@ pub(crate) fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn version_of(doc: &DocumentMut, path: &Path) -> Result<Version> {
+pub(super) fn version_of(doc: &DocumentMut, path: &Path) -> Result<Version> {
     match doc.get("version").map(|v| v.as_integer()) {
         Some(Some(2)) => Ok(Version::V2),
         Some(Some(3)) => Ok(Version::V3),
@@ -113,15 +155,7 @@ fn in_place(
     let default = default_runtime(doc, Version::V2.plugin());
     let runtimes = runtimes_mut(doc.as_table_mut(), Version::V2.plugin(), path)?;
     if req.remove {
-        runtimes.remove(req.name);
-        let ours = runtimes
-            .get(BUILTIN)
-            .and_then(Item::as_table)
-            .and_then(|t| t.decor().prefix()?.as_str())
-            .is_some_and(|p| p.contains(BUILTIN_MARK));
-        if ours {
-            runtimes.remove(BUILTIN);
-        }
+        take_back(runtimes, req.name, req.wrapper);
     } else {
         let handler = handler(runtimes, req.name, req.wrapper, (req.root, path))?;
         runtimes.insert(req.name, Item::Table(handler));
@@ -152,6 +186,46 @@ fn default_runtime(doc: &DocumentMut, plugin: &str) -> String {
         .to_string()
 }
 
+/// Takes our handler away and, when no other handler is left that needs it, the runc handler
+/// written out with it. A `runc` stays while any other handler is named: containerd forgets
+/// its built-in one then, and pods (default_runtime_name, RuntimeClass `runc`) still use it.
+/// What is not ours as written (mark or binary, and nothing added since) stays.
+fn take_back(runtimes: &mut Table, name: &str, wrapper: &Path) {
+    let ours = runtimes
+        .get(name)
+        .and_then(Item::as_table)
+        .is_some_and(|t| {
+            has_mark(t, MARK) || binary_of(t).is_some_and(|b| Some(b) == wrapper.to_str())
+        });
+    if ours {
+        runtimes.remove(name);
+    }
+    let written = runtimes
+        .get(BUILTIN)
+        .and_then(Item::as_table)
+        .is_some_and(|t| has_mark(t, BUILTIN_MARK) && is_plain_builtin(t));
+    let others = runtimes.iter().any(|(k, _)| k != BUILTIN);
+    if written && !others {
+        runtimes.remove(BUILTIN);
+    }
+}
+
+fn has_mark(t: &Table, mark: &str) -> bool {
+    t.decor()
+        .prefix()
+        .and_then(|p| p.as_str())
+        .is_some_and(|p| p.contains(mark))
+}
+
+fn binary_of(t: &Table) -> Option<&str> {
+    t.get("options")?.get("BinaryName")?.as_str()
+}
+
+/// The runc handler exactly as [`keep_builtin`] writes it: nobody has added to it.
+fn is_plain_builtin(t: &Table) -> bool {
+    t.len() == 1 && t.get("runtime_type").and_then(Item::as_str) == Some(RUNC_SHIM)
+}
+
 /// containerd decodes the file's `runtimes` over its defaults as a whole (`config dump` on
 /// 1.6 shows it): a file naming only our handler would leave no `runc`, the handler of
 /// every other pod. So, when the default handler is the built-in one and the file lacks
@@ -167,7 +241,11 @@ fn keep_builtin(runtimes: &mut Table, default: &str) {
 }
 
 /// `plugins.<plugin>.containerd.runtimes`, created as implicit tables (no empty headers).
-fn runtimes_mut<'a>(root: &'a mut Table, plugin: &str, path: &Path) -> Result<&'a mut Table> {
+pub(super) fn runtimes_mut<'a>(
+    root: &'a mut Table,
+    plugin: &str,
+    path: &Path,
+) -> Result<&'a mut Table> {
     let mut t = root;
     for key in ["plugins", plugin, "containerd", "runtimes"] {
         let item = t.entry(key).or_insert_with(|| {
@@ -184,17 +262,13 @@ fn runtimes_mut<'a>(root: &'a mut Table, plugin: &str, path: &Path) -> Result<&'
 
 /// The handler: the default runc handler's settings (SystemdCgroup, Root...) with the
 /// wrapper as its binary, and the wrapper's annotations let through.
-fn handler(
+pub(super) fn handler(
     runtimes: &Table,
     name: &str,
     wrapper: &Path,
     (root, path): (&Path, &Path),
 ) -> Result<Table> {
-    let template = ["runc", "default"]
-        .into_iter()
-        .filter(|k| *k != name)
-        .find_map(|k| runtimes.get(k).and_then(Item::as_table_like));
-    let mut t = match template {
+    let mut t = match template(runtimes, name) {
         Some(tpl) => fresh_table(tpl),
         None => Table::new(),
     };
@@ -444,5 +518,44 @@ fn set_import(doc: &mut DocumentMut, entry: &str, present: bool) {
     } else {
         // Top-level keys print before every table, wherever they were inserted.
         doc.insert("imports", value(list));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtimes(text: &str) -> DocumentMut {
+        text.parse().unwrap()
+    }
+
+    fn take_back_in(doc: &mut DocumentMut) -> Vec<String> {
+        let rt = runtimes_mut(doc.as_table_mut(), PLUGIN_V2, Path::new("f")).unwrap();
+        take_back(rt, "oci-volume", Path::new("/usr/bin/oci-volume-runtime"));
+        rt.iter().map(|(k, _)| k.to_string()).collect()
+    }
+
+    /// Only what the tool wrote goes: not a handler of that name the operator wrote, not a
+    /// written-out runc the operator has since added to.
+    #[test]
+    fn remove_takes_back_only_what_it_added() {
+        let h = "[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes";
+        let mut doc = runtimes(&format!(
+            "{h}.oci-volume]\nruntime_type = \"io.containerd.runc.v2\"\n{h}.oci-volume.options]\nBinaryName = \"/opt/other\"\n"
+        ));
+        assert_eq!(take_back_in(&mut doc), ["oci-volume"], "the operator's own");
+        let mut doc = runtimes(&format!(
+            "{h}.oci-volume.options]\nBinaryName = \"/usr/bin/oci-volume-runtime\"\n\n{}\n{h}.runc]\nruntime_type = \"io.containerd.runc.v2\"\nSystemdCgroup = true\n",
+            BUILTIN_MARK
+        ));
+        assert_eq!(
+            take_back_in(&mut doc),
+            ["runc"],
+            "ours by its binary; runc added to"
+        );
+        let mut doc = runtimes(&format!(
+            "{MARK}\n{h}.oci-volume]\nruntime_type = \"x\"\n\n{BUILTIN_MARK}\n{h}.runc]\nruntime_type = \"io.containerd.runc.v2\"\n"
+        ));
+        assert!(take_back_in(&mut doc).is_empty(), "both ours, nothing else");
     }
 }

@@ -6,10 +6,14 @@ mod cli;
 pub mod containerd;
 pub mod crio;
 mod docker;
+pub mod k3s;
+pub mod wrapper_runtime;
 
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result};
+
+use crate::atomic::Durability;
 
 pub use cli::{CriArgs, Engine, run};
 pub use docker::{DEFAULT_DAEMON_JSON, docker};
@@ -42,6 +46,13 @@ pub enum Change {
     Removed {
         path: PathBuf,
     },
+    /// Nothing changed by it: a line the operator must read (which runtime the wrapper runs).
+    Note(String),
+}
+
+/// Whether any file changed.
+pub fn changed(changes: &[Change]) -> bool {
+    changes.iter().any(|c| !matches!(c, Change::Note(_)))
 }
 
 /// What an engine must be told after its files changed.
@@ -59,6 +70,7 @@ pub fn describe(changes: &[Change]) -> Vec<String> {
             ),
             Change::Written { path, backup: None } => format!("{} written", path.display()),
             Change::Removed { path } => format!("{} removed", path.display()),
+            Change::Note(line) => line.clone(),
         })
         .collect()
 }
@@ -126,13 +138,14 @@ pub fn backup_path(path: &Path) -> PathBuf {
 }
 
 /// Replaces `path` with `text` through a temporary file and a rename (a reader sees the old
-/// file or the new one), keeping the mode of the old one; `original` is saved as the backup
-/// first. Returns the backup's path.
+/// file or the new one), keeping the mode and owner of the old one; `original` is saved as
+/// the backup first, with the same mode and owner. Returns the backup's path.
 pub fn replace_file(path: &Path, text: &str, original: Option<&[u8]>) -> Result<Option<PathBuf>> {
     let backup = match original {
         Some(bytes) => {
             let b = backup_path(path);
-            std::fs::write(&b, bytes)
+            let like = std::fs::metadata(path).ok();
+            crate::atomic::replace_like(&b, bytes, Durability::Synced, like.as_ref())
                 .with_context(|| format!("writing the backup {}", b.display()))?;
             Some(b)
         }
@@ -141,7 +154,7 @@ pub fn replace_file(path: &Path, text: &str, original: Option<&[u8]>) -> Result<
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    crate::atomic::replace(path, text.as_bytes(), crate::atomic::Durability::Synced)?;
+    crate::atomic::replace(path, text.as_bytes(), Durability::Synced)?;
     Ok(backup)
 }
 

@@ -38,8 +38,12 @@ pub struct Cri {
     pods: RefCell<Vec<String>>,
 }
 
-/// A plain containerd 1.6 configuration: nothing of this project in it.
-fn base_config(dir: &Path) -> String {
+/// A plain containerd 1.6 configuration: nothing of this project in it; `runc`: the
+/// operator's runc, named by the runc handler (`BinaryName`).
+fn base_config(dir: &Path, runc: Option<&Path>) -> String {
+    let binary = runc.map_or(String::new(), |r| {
+        format!("\n        BinaryName = \"{}\"", r.display())
+    });
     format!(
         r#"version = 2
 root = "{d}/root"
@@ -65,7 +69,7 @@ state = "{d}/state"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc"
+        Root = "{d}/runc"{binary}
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{d}/cni/bin"
     conf_dir = "{d}/cni/conf"
@@ -84,9 +88,21 @@ impl Cri {
         ctr: &Path,
         python: PathBuf,
     ) -> Cri {
+        Cri::start_with_runc(dir, hook_config, containerd, ctr, python, None)
+    }
+
+    /// [`Cri::start`] with the runc handler naming `runc` as its binary.
+    pub fn start_with_runc(
+        dir: &Path,
+        hook_config: &Path,
+        containerd: &Path,
+        ctr: &Path,
+        python: PathBuf,
+        runc: Option<&Path>,
+    ) -> Cri {
         std::fs::create_dir_all(dir).unwrap();
         let config = dir.join("config.toml");
-        std::fs::write(&config, base_config(dir)).unwrap();
+        std::fs::write(&config, base_config(dir, runc)).unwrap();
         // The registration passes the annotations the tool's own configuration allows.
         let out = Command::new(hook_bin())
             .env("OCI_VOLUME_HOOK_CONFIG", hook_config)
@@ -94,6 +110,8 @@ impl Cri {
             .arg(&config)
             .arg("--wrapper")
             .arg(wrapper_bin())
+            .arg("--config")
+            .arg(hook_config)
             .output()
             .unwrap();
         assert!(
@@ -101,6 +119,7 @@ impl Cri {
             "configure containerd: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        std::fs::write(dir.join("configure.out"), &out.stdout).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
         let child = Command::new(containerd)
             .arg("--config")

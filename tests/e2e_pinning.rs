@@ -340,25 +340,18 @@ fn one_id_in_two_runtime_roots_gets_its_own_sources() {
     for i in 0..15 {
         let id = format!("ovh-same-{i}");
         let (a, b) = (run(&ba, "root-a", &id), run(&bb, "root-b", &id));
-        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-        assert!(
-            a.status.success() && b.status.success(),
-            "{} {}",
-            stderr(&a),
-            stderr(&b)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&a.stdout),
-            "A\n",
-            "pair {i}: root A"
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&b.stdout),
-            "B\n",
-            "pair {i}: root B"
-        );
+        each_printed(a, b, ["A\n", "B\n"], &format!("pair {i}"));
     }
     assert_eq!(staging_mounts(&f.staging()), 0);
+}
+
+/// Waits for two containers started at once; each must have succeeded and printed its own.
+fn each_printed(a: std::process::Child, b: std::process::Child, want: [&str; 2], what: &str) {
+    for (child, want) in [a, b].into_iter().zip(want) {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{what}: {}", stderr(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{what}");
+    }
 }
 
 /// Runs `oci-volume-runtime run ID` in bundle `b` with runtime root `root`, output captured.
@@ -428,23 +421,7 @@ fn a_shared_staging_mount_never_hands_one_tenant_anothers_volume() {
     for i in 0..40 {
         let a = run_in(&f, &ba, &root, &format!("ovh-sa-{i}"));
         let b = run_in(&f, &bb, &root, &format!("ovh-sb-{i}"));
-        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
-        assert!(
-            a.status.success() && b.status.success(),
-            "{} {}",
-            stderr(&a),
-            stderr(&b)
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&a.stdout),
-            "user-a\n",
-            "start {i}: tenant A"
-        );
-        assert_eq!(
-            String::from_utf8_lossy(&b.stdout),
-            "user-b\n",
-            "start {i}: tenant B"
-        );
+        each_printed(a, b, ["user-a\n", "user-b\n"], &format!("start {i}"));
     }
     assert_eq!(
         staging_mounts(&f.staging()),

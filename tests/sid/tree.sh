@@ -2,14 +2,25 @@
 # Builds (once) a Debian sid tree holding current engines: runc 1.3, containerd 2.1,
 # Docker 28, podman 5, crun, conmon. They need a newer glibc than the host's, so they live
 # in a debootstrap tree and never in the host's dpkg. Cached under $SID_TREE; a tree
-# without its `.ready` marker (written last) is incomplete and built again from scratch.
+# without its `.ready` marker (written last) is incomplete and built again from scratch; one
+# whose marker names another package list gets the missing packages added.
 # Prints the tree's path on stdout.
 set -euo pipefail
 
 tree=${SID_TREE:-/var/tmp/oci-volume-hook-sid}
-packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates
+# gcc and libc6-dev: tests/e2e_pinning.rs builds a static helper for its race containers.
+packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates,gcc,libc6-dev
 
 if [ -e "$tree/.ready" ]; then
+  if [ "$(cat "$tree/.ready")" != "$packages" ]; then
+    echo "tests/sid/tree.sh: adding packages to $tree" >&2
+    chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get install -y -qq \
+      -o Acquire::Check-Valid-Until=false ${packages//,/ } >&2
+    echo "$packages" > "$tree/.ready.new"
+    mv "$tree/.ready.new" "$tree/.ready"
+  fi
   echo "$tree"
   exit 0
 fi
@@ -48,5 +59,5 @@ debootstrap --variant=minbase --include="$packages" sid "$tree" "$url" >&2
 echo 'Acquire::Check-Valid-Until "false";' > "$tree/etc/apt/apt.conf.d/99oci-volume-hook"
 # The engines ran post-install scripts in a chroot: nothing may keep running from there.
 chroot "$tree" dpkg-query -W runc containerd docker.io podman crun conmon >&2
-touch "$tree/.ready"
+echo "$packages" > "$tree/.ready"
 echo "$tree"

@@ -40,6 +40,11 @@ fi
 # RUNC_SUITE=0 skips it): fails when a test passing with runc does not through the wrapper.
 if [ "${RUNC_SUITE:-1}" != 0 ]; then
   bash tests/runc-suite.sh
+  # The same with sid's runc 1.3.6, in the sid tree (its Go helpers and bats installed there
+  # the first time): RUNC_SUITE_SID=1 runs it; about 30 minutes here, see README.
+  if [ "${RUNC_SUITE_SID:-0}" != 0 ]; then
+    bash tests/sid/enter.sh bash tests/runc-suite.sh
+  fi
 fi
 
 # The packages: built, compared, installed, tested against real engines, purged.

@@ -8,17 +8,17 @@ const RUNTIME_ABOUT: &str =
     "runc-compatible wrapper that prepares volume sources in tenant chroots";
 
 const RUNTIME_LONG_ABOUT: &str = "\
-Engines call oci-volume-runtime exactly as they call runc. For `create` and `run` it finds the
+Engines call oci-volume-runtime exactly as they call runc. For `create`, `run` and `restore` it finds the
 bundle (--bundle, -b, or the working directory) by runc's own argv rules: flags after the id
 count (`run ID --bundle B` prepares B), -h/--help anywhere prints runc's help and prepares
-nothing, and a create or run whose bundle or id runc might read otherwise is refused. It
+nothing, and a create, run or restore whose bundle or id runc might read otherwise is refused. It
 prepares the bind-mount sources that lie in tenant chroots as oci-volume-hook(1)
 does, and pins every one: in a mount namespace of its own, the descriptor it checked is
 bind-mounted onto a root-only staging path and config.json names that path while runc runs
 as its child; then config.json is put back. Every other command (start, state, kill, delete,
 exec, --version...) execs the runtime at once: stdio, descriptors, exit status and signals
-are the runtime's, even when the configuration is broken. `--version` prints the wrapper's
-version, then the runtime's.
+are the runtime's, even when the configuration is broken. `--version` prints the runtime's
+lines unchanged, then the wrapper's own version line.
 
 When preparation fails the runtime is not called; the exit status is 1, one line starting
 with `oci-volume-runtime:` goes to standard error and, when runc's --log FILE is given, to

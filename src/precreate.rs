@@ -36,6 +36,7 @@ pub fn run(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Re
     let short = podman.id.clone().unwrap_or_else(|| "unknown".into());
     let key = staging::Key::new(&format!("{}{}", prefix(&short), std::process::id()))?;
     sweep_stale(config);
+    warn_if_rootfs_empty(&doc, &cwd);
     let (_, staged) = rewrite(config, &mut doc, &cwd, &key)?;
     serde_json::to_writer(&mut *stdout, &doc).context("writing config.json to stdout")?;
     stdout.flush().context("writing config.json to stdout")?;
@@ -43,6 +44,26 @@ pub fn run(config: &Config, stdin: impl io::Read, stdout: &mut impl Write) -> Re
         spawn_reaper(config, &key, podman.userdata.as_deref());
     }
     Ok(true)
+}
+
+/// podman 5 with a user namespace hands precreate an intermediate mount point, still empty,
+/// as root.path: the image's file types cannot be seen there, so an engine-made directory
+/// where the image has a file is kept and runc fails. Says so in the log, with the way out.
+fn warn_if_rootfs_empty(doc: &Value, cwd: &Path) {
+    let Ok(view) = spec::View::of(doc, cwd) else {
+        return;
+    };
+    let Some(rootfs) = view.rootfs.filter(|_| !view.binds.is_empty()) else {
+        return;
+    };
+    if std::fs::read_dir(&rootfs).is_ok_and(|mut d| d.next().is_none()) {
+        tracing::warn!(
+            "root.path {} is empty when precreate runs (podman 5 with a user namespace mounts \
+             the image later): the image's file types cannot be seen; register \
+             oci-volume-runtime as podman's runtime (containers.conf [engine] runtime)",
+            rootfs.display()
+        );
+    }
 }
 
 /// Prepares the sources of `doc` and stages pinned ones under `<staging_dir>/<stage_key>`;

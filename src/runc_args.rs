@@ -1,8 +1,8 @@
-//! runc's argv, read the way runc 1.1.5 reads it, so the wrapper prepares the bundle runc
-//! will use, for the id runc will use — or refuses when that is not certain.
+//! runc's argv, read the way runc 1.1.5 and runc 1.2–1.4 read it, so the wrapper prepares the
+//! bundle runc will use, for the id runc will use — or refuses when that is not certain.
 //!
-//! runc parses with urfave/cli v1 (Debian's runc is built against v1.22.9) over Go's `flag`
-//! package:
+//! runc parses with urfave/cli v1 (Debian's 1.1.5 is built against v1.22.9; runc 1.2–1.4
+//! vendor v1.22.14–17, whose reordering is the same) over Go's `flag` package:
 //! - global flags are read up to the first positional argument (or `--`); the first
 //!   positional argument names the subcommand;
 //! - for a subcommand, urfave/cli first *reorders* the arguments: every argument that names
@@ -15,6 +15,12 @@
 //!   does (`--f=false` sets it false); an unknown flag or bad syntax is an error;
 //! - a flag with two names (`bundle, b`) is an error when both are given;
 //! - `-h`/`--help` (every subcommand has it) prints help and runs nothing.
+//!
+//! runc 1.2 added one flag to create and run, `--pidfd-socket PATH`, which 1.1.5 rejects and
+//! which moves other arguments when reordered. The wrapper does not know which runc it runs,
+//! so it reads create and run both ways: it prepares when a runc that accepts the argv would
+//! use that bundle and id, and refuses when the two runcs would mount different bundles.
+//! restore (which mounts the bundle's sources too, through CRIU) has the same flags in both.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
@@ -27,6 +33,7 @@ pub enum Subcommand {
     None,
     Create,
     Run,
+    Restore,
     Delete,
     Other(String),
 }
@@ -37,7 +44,7 @@ pub enum Action {
     /// Exec the runtime at once: it reads no bundle (another subcommand, help, the version,
     /// or a usage error that runc reports itself).
     PassThrough,
-    /// `create`/`run`: prepare this bundle (`None`: the working directory) for container `id`.
+    /// `create`/`run`/`restore`: prepare this bundle (`None`: the working directory) for container `id`.
     Prepare { bundle: Option<PathBuf>, id: String },
     /// `delete` of container `id`.
     Delete { id: String },
@@ -66,7 +73,7 @@ impl Invocation {
             _ => None,
         }
     }
-    /// The container id of `create`, `run` or `delete`.
+    /// The container id of `create`, `run`, `restore` or `delete`.
     pub fn id(&self) -> Option<&str> {
         match &self.action {
             Action::Prepare { id, .. } | Action::Delete { id } => Some(id),
@@ -117,7 +124,7 @@ const GLOBAL: &[Flag] = &[
 
 /// runc 1.1.5 create.go (`preserve-fds` is an int: runc checks the number, the wrapper
 /// does not need to).
-const CREATE: &[Flag] = &[
+const CREATE_1_1: &[Flag] = &[
     flag(&["bundle", "b"], Value),
     flag(&["console-socket"], Value),
     flag(&["pid-file"], Value),
@@ -127,8 +134,20 @@ const CREATE: &[Flag] = &[
     HELP,
 ];
 
+/// runc 1.2–1.4 create.go: 1.1.5's flags and `pidfd-socket`.
+const CREATE: &[Flag] = &[
+    flag(&["bundle", "b"], Value),
+    flag(&["console-socket"], Value),
+    flag(&["pidfd-socket"], Value),
+    flag(&["pid-file"], Value),
+    flag(&["no-pivot"], Bool),
+    flag(&["no-new-keyring"], Bool),
+    flag(&["preserve-fds"], Value),
+    HELP,
+];
+
 /// runc 1.1.5 run.go.
-const RUN: &[Flag] = &[
+const RUN_1_1: &[Flag] = &[
     flag(&["bundle", "b"], Value),
     flag(&["console-socket"], Value),
     flag(&["detach", "d"], Bool),
@@ -141,12 +160,51 @@ const RUN: &[Flag] = &[
     HELP,
 ];
 
+/// runc 1.2–1.4 run.go: 1.1.5's flags and `pidfd-socket`.
+const RUN: &[Flag] = &[
+    flag(&["bundle", "b"], Value),
+    flag(&["console-socket"], Value),
+    flag(&["pidfd-socket"], Value),
+    flag(&["detach", "d"], Bool),
+    flag(&["keep"], Bool),
+    flag(&["pid-file"], Value),
+    flag(&["no-subreaper"], Bool),
+    flag(&["no-pivot"], Bool),
+    flag(&["no-new-keyring"], Bool),
+    flag(&["preserve-fds"], Value),
+    HELP,
+];
+
+/// restore.go, the same in runc 1.1.5 and 1.2–1.4 (`empty-ns` is a string slice: each use
+/// takes a value).
+const RESTORE: &[Flag] = &[
+    flag(&["console-socket"], Value),
+    flag(&["image-path"], Value),
+    flag(&["work-path"], Value),
+    flag(&["tcp-established"], Bool),
+    flag(&["ext-unix-sk"], Bool),
+    flag(&["shell-job"], Bool),
+    flag(&["file-locks"], Bool),
+    flag(&["manage-cgroups-mode"], Value),
+    flag(&["bundle", "b"], Value),
+    flag(&["detach", "d"], Bool),
+    flag(&["pid-file"], Value),
+    flag(&["no-subreaper"], Bool),
+    flag(&["no-pivot"], Bool),
+    flag(&["empty-ns"], Value),
+    flag(&["auto-dedup"], Bool),
+    flag(&["lazy-pages"], Bool),
+    flag(&["lsm-profile"], Value),
+    flag(&["lsm-mount-context"], Value),
+    HELP,
+];
+
 /// runc 1.1.5 delete.go.
 const DELETE: &[Flag] = &[flag(&["force", "f"], Bool), HELP];
 
 /// Subcommands that read a bundle: a global argv runc may read as one of them is refused
 /// when it cannot be parsed.
-const PREPARING: &[&str] = &["create", "run"];
+const PREPARING: &[&str] = &["create", "run", "restore"];
 
 fn lookup(flags: &[Flag], name: &[u8]) -> Option<usize> {
     flags
@@ -346,7 +404,7 @@ pub fn parse(args: &[OsString]) -> Invocation {
         action: Action::PassThrough,
     };
     if let Some(e) = &global.error {
-        // runc stops with a usage error; refuse only if another reading could be create/run.
+        // runc stops with a usage error; refuse only if another reading could prepare.
         if args.iter().any(|a| PREPARING.iter().any(|p| a == p)) {
             inv.action = Action::Refuse(format!("runc's global flags: {e}"));
         }
@@ -358,28 +416,57 @@ pub fn parse(args: &[OsString]) -> Invocation {
     let Some((name, tail)) = global.rest.split_first() else {
         return inv;
     };
-    let (command, flags) = match name.as_bytes() {
-        b"create" => (Subcommand::Create, CREATE),
-        b"run" => (Subcommand::Run, RUN),
-        b"delete" => (Subcommand::Delete, DELETE),
+    // Each runc's flags for the subcommand, oldest first.
+    let (command, readings): (_, &[&[Flag]]) = match name.as_bytes() {
+        b"create" => (Subcommand::Create, &[CREATE_1_1, CREATE]),
+        b"run" => (Subcommand::Run, &[RUN_1_1, RUN]),
+        b"restore" => (Subcommand::Restore, &[RESTORE]),
+        b"delete" => (Subcommand::Delete, &[DELETE]),
         _ => {
             inv.command = Subcommand::Other(name.to_string_lossy().into_owned());
             return inv;
         }
     };
-    let parsed = go_parse(flags, &reorder(flags, tail));
-    inv.action = subcommand_action(&command, flags, &parsed);
+    let actions: Vec<Action> = readings
+        .iter()
+        .map(|flags| subcommand_action(&command, flags, &go_parse(flags, &reorder(flags, tail))))
+        .collect();
+    inv.action = agreed(&command, actions);
     inv.command = command;
     inv
 }
 
-/// What to do with a parsed `create`, `run` or `delete`.
-fn subcommand_action(command: &Subcommand, flags: &[Flag], parsed: &Parsed) -> Action {
-    let name = match command {
+/// One action from the readings of several runcs. Only a runc that prepares mounts anything:
+/// those must agree on bundle and id. A runc that prints help or rejects the argv mounts
+/// nothing, whatever the others do; when none prepares, the newest runc's reading stands.
+fn agreed(command: &Subcommand, mut actions: Vec<Action>) -> Action {
+    let mut prepares = actions
+        .iter()
+        .filter(|a| matches!(a, Action::Prepare { .. }));
+    match (prepares.next(), prepares.next()) {
+        (Some(a), Some(b)) if a != b => Action::Refuse(format!(
+            "runc {} 1.1 and 1.2+ read different bundles or ids",
+            name_of(command)
+        )),
+        (Some(a), _) => a.clone(),
+        (None, _) => actions.pop().unwrap_or(Action::PassThrough),
+    }
+}
+
+fn name_of(command: &Subcommand) -> &str {
+    match command {
+        Subcommand::None => "",
         Subcommand::Create => "create",
         Subcommand::Run => "run",
-        _ => "delete",
-    };
+        Subcommand::Restore => "restore",
+        Subcommand::Delete => "delete",
+        Subcommand::Other(name) => name,
+    }
+}
+
+/// What to do with a parsed `create`, `run`, `restore` or `delete`.
+fn subcommand_action(command: &Subcommand, flags: &[Flag], parsed: &Parsed) -> Action {
+    let name = name_of(command);
     let id = parsed
         .rest
         .first()

@@ -1,6 +1,7 @@
-//! `oci-volume-runtime`: a runc-compatible wrapper. For `create` and `run` it prepares the
-//! bundle's bind-mount sources, then execs the real runtime with the argv unchanged; every
-//! other subcommand execs the runtime at once.
+//! `oci-volume-runtime`: a runc-compatible wrapper. For `create`, `run` and `restore` it
+//! prepares the bundle's bind-mount sources, then execs the real runtime with the argv
+//! unchanged; every other subcommand execs the runtime at once (`--version` runs it as a
+//! child, to add the wrapper's own line after the runtime's).
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -33,7 +34,7 @@ pub fn main() -> i32 {
     }
 }
 
-/// Every subcommand but create and run: the runtime must be reached whatever state the
+/// Every subcommand but create, run and restore: the runtime must be reached whatever state the
 /// configuration is in, or containers could not be stopped and deleted. A broken
 /// configuration costs one warning in the log, never the call.
 fn pass_through(args: &[OsString], runtime_log: Option<&RuntimeLog>) -> i32 {
@@ -46,17 +47,33 @@ fn pass_through(args: &[OsString], runtime_log: Option<&RuntimeLog>) -> i32 {
             config.runtime
         );
     }
+    let runtime = match find_runtime(&config.runtime, std::env::var_os("PATH").as_deref()) {
+        Ok(runtime) => runtime,
+        Err(e) => return fail(runtime_log, Sink::None, &e.context(config_path_hint())),
+    };
     if matches!(args, [a] if a == "--version" || a == "-v") {
-        // The wrapper's own version first, then the runtime's, as other wrappers do.
-        println!("{BIN} version {}", env!("CARGO_PKG_VERSION"));
+        return version(&runtime, args, runtime_log);
     }
-    match find_runtime(&config.runtime, std::env::var_os("PATH").as_deref()) {
-        Ok(runtime) => exec(&runtime, args, runtime_log, Sink::None),
-        Err(e) => fail(runtime_log, Sink::None, &e.context(config_path_hint())),
-    }
+    exec(&runtime, args, runtime_log, Sink::None)
 }
 
-/// create and run: the configuration must be valid (fail closed), then the sources are
+/// The runtime's version lines first and untouched (CRI-O, runc's tests and others parse
+/// them), then the wrapper's own line; the runtime's exit status.
+fn version(runtime: &Path, args: &[OsString], runtime_log: Option<&RuntimeLog>) -> i32 {
+    let status = match std::process::Command::new(runtime).args(args).status() {
+        Ok(status) => status,
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(format!("running {}", runtime.display()));
+            return fail(runtime_log, Sink::None, &e);
+        }
+    };
+    if status.success() {
+        println!("{BIN} version {}", env!("CARGO_PKG_VERSION"));
+    }
+    status.code().unwrap_or(1)
+}
+
+/// create, run and restore: the configuration must be valid (fail closed), then the sources are
 /// prepared before the runtime sees the bundle.
 fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>) -> i32 {
     let config = match Config::load(None) {

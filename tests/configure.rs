@@ -678,8 +678,8 @@ fn configure_containerd_2_register_other_handler_remove_in_every_order_keeps_cri
     if !root_or_skip("configure_orders_2") {
         return;
     }
-    let tree =
-        std::env::var_os("SID_TREE").unwrap_or_else(|| "/var/tmp/oci-volume-hook-sid".into());
+    let tree = std::env::var_os("OCI_VOLUME_HOOK_SID_TREE")
+        .unwrap_or_else(|| "/var/tmp/oci-volume-hook-sid".into());
     let bin = Path::new(&tree).join("usr/bin");
     if !Path::new(&tree).join(".ready").exists() {
         assert!(

@@ -315,11 +315,15 @@ fn one_id_in_two_runtime_roots_gets_its_own_sources() {
         std::fs::create_dir_all(t.join("vol")).unwrap();
         std::fs::write(t.join("vol/marker"), format!("{marker}\n")).unwrap();
         let b = f.bundle(&format!("b-{tenant}"));
-        let doc = runc_config(
+        let mut doc = runc_config(
             "sleep 0.3; cat /v/marker",
             vec![bind(&t.join("vol"), "/v", true)],
             None,
         );
+        // Two engines keep their containers in cgroups of their own; runc 1.2+ refuses a
+        // cgroup (by default named after the id) that already holds processes.
+        doc["linux"]["cgroupsPath"] =
+            serde_json::json!(format!("/ovh-two-roots-{tenant}-{}", std::process::id()));
         write_config_json(&b, &doc);
         b
     };

@@ -512,3 +512,38 @@ fn plan_json_is_stable() {
     );
     assert!(!t.join("etc").exists(), "plan touches nothing");
 }
+
+/// podman 5 with a user namespace gives precreate a root.path that is still an empty mount
+/// point: the engine-made directory cannot be judged against the image, and the log says so
+/// and names the way out (the wrapper as podman's runtime).
+#[test]
+fn an_empty_root_path_is_named_in_the_log_with_the_way_out() {
+    if !root_or_skip("empty_root_path") {
+        return;
+    }
+    let f = Fixture::new();
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("etc/localtime")).unwrap();
+    let empty = f.path().join("intermediate-mountpoint");
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut doc = runc_config(
+        "true",
+        vec![bind(&t.join("etc/localtime"), "/etc/localtime", true)],
+        Some(200000),
+    );
+    doc["root"]["path"] = json!(empty);
+    let o = precreate(&f, &doc);
+    let log = f.log();
+    assert!(
+        log.contains("WARN") && log.contains("is empty") && log.contains("podman's runtime"),
+        "{log} {}",
+        stderr(&o)
+    );
+    // With the image visible, no such warning.
+    let f2 = Fixture::new();
+    let t2 = f2.tenant("user-toto");
+    let b = f2.bundle("b");
+    let doc = doc_for(&b, vec![bind(&t2.join("etc/x"), "/etc/x", true)], None);
+    output_doc(&precreate(&f2, &doc));
+    assert!(!f2.log().contains("is empty"), "{}", f2.log());
+}

@@ -24,15 +24,34 @@ fi
 bash tests/cri/setup.sh >/dev/null
 bash deploy/kubernetes/build-image.sh
 
+# Debian sid's engines (runc 1.3, containerd 2.1, Docker 28, podman 5) in a debootstrap tree,
+# built once and cached under /var/tmp (about 6 minutes the first time): the idmapped-mount
+# tests (runc 1.3), containerd 2.1's registration checks and the sid stage below use it.
+OCI_VOLUME_HOOK_SID_TREE=$(bash tests/sid/tree.sh)
+export OCI_VOLUME_HOOK_SID_TREE
+
 export OCI_VOLUME_HOOK_REQUIRE_E2E=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-2}" 2>&1 | tee "$log"
 
+# The end-to-end tests again on Debian sid's engines (runc 1.3, containerd 2.1, Docker 28,
+# podman 5), in a debootstrap tree built once and cached under /var/tmp (about 6 minutes the
+# first time, then 4-5 minutes a run). OCI_VOLUME_HOOK_ENGINES=debian12 leaves this stage out.
+if [ "${OCI_VOLUME_HOOK_ENGINES:-debian12 sid}" != debian12 ]; then
+  OCI_VOLUME_HOOK_ENGINES=sid bash tests/e2e.sh 2>&1 | tee -a "$log"
+fi
+
 # runc's own integration suite, with plain runc and through the wrapper (about 4 minutes;
 # RUNC_SUITE=0 skips it): fails when a test passing with runc does not through the wrapper.
 if [ "${RUNC_SUITE:-1}" != 0 ]; then
   bash tests/runc-suite.sh
+  # The same with sid's runc 1.3.6, in the sid tree (its Go helpers and bats installed there
+  # the first time): RUNC_SUITE_SID=1 runs it. Not a default stage yet: about 20 minutes,
+  # and 9 of its tests are still lost through the wrapper (README).
+  if [ "${RUNC_SUITE_SID:-0}" != 0 ]; then
+    bash tests/sid/enter.sh bash tests/runc-suite.sh
+  fi
 fi
 
 # The packages: built, compared, installed, tested against real engines, purged.

@@ -90,17 +90,28 @@ fetch_source() {
 [ -d "$src/tests/integration" ] || fetch_source
 integ=$src/tests/integration
 
-# The helpers, where helpers.bash looks for them; a helper that does not build is left out
+# The helpers, where helpers.bash looks for them (runc 1.1: contrib/cmd/NAME/NAME; 1.2+:
+# every tests/cmd/NAME into tests/cmd/_bin/NAME); a helper that does not build is left out
 # (its tests then fail in every run, and are not compared).
 build_helpers() {
-  local gopath=$cache/gopath c
+  local gopath=$cache/gopath c pkg out
   mkdir -p "$gopath/src/github.com/opencontainers"
   ln -sfn "$src" "$gopath/src/github.com/opencontainers/runc"
-  for c in recvtty sd-helper seccompagent; do
-    [ -x "$src/contrib/cmd/$c/$c" ] && continue
+  local helpers=(contrib/cmd/recvtty contrib/cmd/sd-helper contrib/cmd/seccompagent)
+  if [ -d "$src/tests/cmd" ]; then
+    helpers=()
+    for c in "$src"/tests/cmd/*/; do
+      c=${c%/}
+      [ "${c##*/}" = _bin ] || helpers+=("tests/cmd/${c##*/}")
+    done
+  fi
+  for pkg in "${helpers[@]}"; do
+    c=${pkg##*/}
+    case $pkg in tests/*) out=tests/cmd/_bin/$c ;; *) out=$pkg/$c ;; esac
+    [ -x "$src/$out" ] && continue
     (cd "$gopath/src/github.com/opencontainers/runc" &&
       GO111MODULE=off GOFLAGS= GOPATH="$gopath:/usr/share/gocode" GOCACHE="$cache/gocache" \
-        go build -tags seccomp -o "contrib/cmd/$c/$c" "./contrib/cmd/$c") >"$cache/build-$c.log" 2>&1 ||
+        go build -tags seccomp -o "$out" "./$pkg") >"$cache/build-$c.log" 2>&1 ||
       echo "$me: $c does not build offline (see $cache/build-$c.log): its tests are not compared"
   done
 }

@@ -150,13 +150,16 @@ fn other_subcommands_pass_straight_through() {
     let o = wrapper(&f, Path::new("/"), &["--version"]);
     let plain = Command::new(&runc).arg("--version").output().unwrap();
     assert!(o.status.success());
-    // The wrapper's own version first, then runc's, untouched.
+    // runc's lines first, byte for byte (CRI-O and runc's own tests parse them), then the
+    // wrapper's own line.
     let want = format!(
-        "oci-volume-runtime version {}\n{}",
-        env!("CARGO_PKG_VERSION"),
-        String::from_utf8_lossy(&plain.stdout)
+        "{}oci-volume-runtime version {}\n",
+        String::from_utf8_lossy(&plain.stdout),
+        env!("CARGO_PKG_VERSION")
     );
     assert_eq!(String::from_utf8_lossy(&o.stdout), want);
+    assert!(o.stdout.starts_with(&plain.stdout));
+    assert_eq!(o.stderr, plain.stderr);
 
     // A bundle with a broken config.json: not read for anything but create/run.
     let b = f.path().join("broken");
@@ -508,4 +511,73 @@ fn a_config_that_is_not_toml_still_sends_kill_to_its_runtime() {
             format!("operator's runc: {}\n", call.join(" "))
         );
     }
+}
+
+/// `runc restore` mounts the bundle's sources too (CRIU restores the mounts config.json
+/// names): the wrapper prepares and pins them as for create. There is no checkpoint here, so
+/// runc fails; what is asserted is what the wrapper did before: the missing source created in
+/// the chroot with the mapped owner, the tenant's symlink to a host directory resolved inside
+/// the chroot and never on the host, config.json put back. Before restore was read, the
+/// wrapper exec'd runc at once and created nothing.
+#[test]
+fn restore_is_prepared_and_pinned_like_create() {
+    let Some(runc) = engine("wrapper_restore", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let host = f.path().join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    let t = f.tenant("user-toto");
+    std::os::unix::fs::symlink(&host, t.join("vol")).unwrap();
+    std::os::unix::fs::chown(&t, Some(100000), Some(100000)).unwrap();
+    let before = snapshot(&host);
+    let b = f.bundle("b");
+    let doc = runc_config(
+        "true",
+        vec![
+            bind(&t.join("etc/localtime"), "/etc/localtime", true),
+            bind(&t.join("vol/data"), "/data", false),
+        ],
+        Some(100000),
+    );
+    write_config_json(&b, &doc);
+    let state = b.join("state");
+    let work = f.path().join("criu-work");
+    let o = wrapper(
+        &f,
+        &b,
+        &[
+            "--root",
+            state.to_str().unwrap(),
+            "restore",
+            "--image-path",
+            work.join("no-checkpoint").to_str().unwrap(),
+            "--work-path",
+            work.to_str().unwrap(),
+            "ovh-restore-1",
+            "--bundle",
+            b.to_str().unwrap(),
+        ],
+    );
+    assert!(!o.status.success(), "no checkpoint: runc restore fails");
+    assert!(
+        is_file(&t.join("etc/localtime")),
+        "the missing source was prepared as the image's file: {}",
+        f.log()
+    );
+    assert_eq!(owner_of(&t.join("etc/localtime")), (100000, 100000));
+    let inside = t.join(host.strip_prefix("/").unwrap()).join("data");
+    assert!(is_dir(&inside), "vol/data made inside the chroot");
+    assert_eq!(owner_of(&inside), (100000, 100000));
+    assert_unchanged(
+        &before,
+        &snapshot(&host),
+        "restore through <chroot>/vol -> host",
+    );
+    assert!(f.log().contains("pinned under"), "{}", f.log());
+    let after: Value =
+        serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
+    assert_eq!(after, doc);
+    assert_eq!(f.staging_left(), (vec![], vec![]));
 }

@@ -81,10 +81,10 @@ fn what_runc_rejects_after_reordering_is_refused() {
         "run id - --bundle /x",
         // --pid-file swallows --bundle; /x becomes a second argument.
         "run id --pid-file --bundle /x",
-        // Unknown flags: runc 1.1.5 rejects them; another runc might not.
-        "create --pidfd-socket /s --bundle /x id",
-        "create id --pidfd-socket /s",
+        // Unknown flags: runc 1.1.5 and 1.3 reject them; another runc might not.
         "run id --foo",
+        "create --pidfd-sock /s id",
+        "restore --pidfd-socket /s id",
         "create -b /x --bundle /y id",
         "run --detach=maybe id",
         "create --bundle",
@@ -98,6 +98,71 @@ fn what_runc_rejects_after_reordering_is_refused() {
     }
     let why = p("run -b /x --bundle /y id").refusal().unwrap().to_string();
     assert!(why.contains("two forms"), "{why}");
+}
+
+/// runc 1.2+'s `--pidfd-socket PATH` (containerd 2 and others pass it): read as runc 1.3
+/// reads it; runc 1.1.5 rejects it itself and mounts nothing.
+#[test]
+fn pidfd_socket_is_read_as_runc_1_2_reads_it() {
+    for s in [
+        "create --pidfd-socket /s --bundle /x id",
+        "create --pidfd-socket=/s -b /x id",
+        "run id --pidfd-socket /s --bundle /x",
+        "run -b /x id --pidfd-socket=/s",
+        "run --pidfd-socket /s id -b=/x",
+    ] {
+        assert_eq!(p(s).action, prepare(Some("/x"), "id"), "{s}");
+    }
+    assert_eq!(p("create id --pidfd-socket /s").action, prepare(None, "id"));
+    // The flag moves the next argument along when reordered: runc 1.3 sees two arguments
+    // here, runc 1.1.5 (for which it is --pid-file's value) prepares /x.
+    assert_eq!(
+        p("run --pid-file --pidfd-socket id --bundle /x").action,
+        prepare(Some("/x"), "id")
+    );
+}
+
+#[test]
+fn two_runcs_preparing_different_bundles_is_refused() {
+    let (a, b) = (prepare(Some("/x"), "id"), prepare(Some("/y"), "id"));
+    let both = agreed(&Subcommand::Run, vec![a.clone(), b]);
+    assert!(matches!(both, Action::Refuse(_)), "{both:?}");
+    let one = agreed(
+        &Subcommand::Run,
+        vec![Action::Refuse("x".into()), a.clone()],
+    );
+    assert_eq!(one, a);
+    let none = agreed(
+        &Subcommand::Run,
+        vec![Action::PassThrough, Action::Refuse("x".into())],
+    );
+    assert!(
+        matches!(none, Action::Refuse(_)),
+        "the newest runc's reading"
+    );
+}
+
+/// restore mounts the bundle's sources too (CRIU, through runc): its bundle and id are read
+/// like create's, with restore's own flags.
+#[test]
+fn restore_is_prepared_like_create() {
+    for s in [
+        "restore --bundle /x id",
+        "restore id -b /x",
+        "restore --image-path /i --work-path /w -b=/x --detach id",
+        "restore id --tcp-established --empty-ns network --bundle /x",
+        "--root /r restore --manage-cgroups-mode soft --lsm-profile a:b -b /x -d id",
+    ] {
+        let inv = p(s);
+        assert_eq!(inv.command, Subcommand::Restore, "{s}");
+        assert_eq!(inv.action, prepare(Some("/x"), "id"), "{s}");
+        assert!(inv.prepares(), "{s}");
+    }
+    assert_eq!(p("restore id").action, prepare(None, "id"));
+    assert_eq!(p("restore -h id").action, Action::PassThrough);
+    assert_eq!(p("restore").action, Action::PassThrough);
+    assert!(p("restore id1 id2").refusal().is_some());
+    assert!(p("--foo restore id").refusal().is_some());
 }
 
 #[test]

@@ -48,7 +48,7 @@ stop_docker() {
 trap cleanup EXIT
 
 mkdir -p "$t/rootfs/bin" "$t/containerdata/user-lc"
-cp /bin/busybox "$t/rootfs/bin/" && ln -s busybox "$t/rootfs/bin/sh"
+install -m 0755 /bin/busybox "$t/rootfs/bin/busybox" && ln -s busybox "$t/rootfs/bin/sh"
 mkdir -p "$t/rootfs/etc" && echo "TZif-image" >"$t/rootfs/etc/localtime"
 
 dpkg -i "$deb1" >/dev/null

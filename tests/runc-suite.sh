@@ -124,7 +124,7 @@ make_images() {
   rm -rf "$img"
   mkdir -p "$img"/{bin,sbin,usr/bin,usr/sbin,etc,root,home,var/spool/mail,var/www,proc,sys,dev,tmp}
   chmod 1777 "$img/tmp"
-  cp /bin/busybox "$img/bin/busybox"
+  install -m 0755 /bin/busybox "$img/bin/busybox"
   for a in $(/bin/busybox --list-full); do
     [ -e "$img/$a" ] || ln -s /bin/busybox "$img/$a"
   done

@@ -235,6 +235,12 @@ pub fn make_rootfs(rootfs: &Path) {
         .find(|p| Path::new(p).exists());
     if let Some(bb) = busybox {
         std::fs::copy(bb, rootfs.join("bin/busybox")).unwrap();
+        // Executable by any mapped uid, whatever mode the host's copy was left in.
+        std::fs::set_permissions(
+            rootfs.join("bin/busybox"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let _ = std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh"));
     }
     std::fs::write(rootfs.join("usr/share/zoneinfo/UTC"), b"TZif2-image-UTC\n").unwrap();

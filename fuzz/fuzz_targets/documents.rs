@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = spec::container_id(&doc);
     if let Ok(view) = spec::View::of(&doc, std::path::Path::new("/bundle")) {
         let _ = Config::default().settings(&view.annotations);
-        let _ = oci_volume_hook::ownership::host_owner(oci_volume_hook::config::Owner::ProcessUser, &view);
+        let _ = oci_volume_hook::ownership::host_owner(oci_volume_hook::config::Owner::ProcessUser, true, &view);
         for b in &view.binds {
             let _ = oci_volume_hook::chroot::locate(&Config::default().chroots, &b.source);
         }

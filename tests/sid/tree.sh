@@ -3,22 +3,31 @@
 # Docker 28, podman 5, crun, conmon. They need a newer glibc than the host's, so they live
 # in a debootstrap tree and never in the host's dpkg. Cached under $OCI_VOLUME_HOOK_SID_TREE; a tree
 # without its `.ready` marker (written last) is incomplete and built again from scratch; one
-# whose marker names another package list gets the missing packages added.
+# whose marker lacks packages of this list gets them added (the marker then names both).
 # Prints the tree's path on stdout.
 set -euo pipefail
 
 tree=${OCI_VOLUME_HOOK_SID_TREE:-/var/tmp/oci-volume-hook-sid}
 # gcc and libc6-dev: tests/e2e_pinning.rs builds a static helper for its race containers.
-packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates,gcc,libc6-dev
+# python3-grpcio and python3-grpc-tools: the CRI client (tests/cri/cri.py; pip cannot reach
+# PyPI from the tree); containernetworking-plugins: `loopback`, the network of
+# user-namespaced pods (tests/e2e_cri.rs).
+packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates,gcc,libc6-dev,python3-grpcio,python3-grpc-tools,containernetworking-plugins
 
 if [ -e "$tree/.ready" ]; then
-  if [ "$(cat "$tree/.ready")" != "$packages" ]; then
-    echo "tests/sid/tree.sh: adding packages to $tree" >&2
+  have=$(cat "$tree/.ready")
+  missing=()
+  for p in ${packages//,/ }; do
+    case ",$have," in *",$p,"*) ;; *) missing+=("$p") ;; esac
+  done
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "tests/sid/tree.sh: adding ${missing[*]} to $tree" >&2
     chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
-    # shellcheck disable=SC2086 # one word per package
     DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get install -y -qq \
-      -o Acquire::Check-Valid-Until=false ${packages//,/ } >&2
-    echo "$packages" > "$tree/.ready.new"
+      -o Acquire::Check-Valid-Until=false "${missing[@]}" >&2
+    # What the tree holds: its packages and these (another list may have added others).
+    missing=("${missing[@]/#/,}")
+    printf '%s%s\n' "$have" "$(printf '%s' "${missing[@]}")" > "$tree/.ready.new"
     mv "$tree/.ready.new" "$tree/.ready"
   fi
   echo "$tree"

@@ -40,23 +40,43 @@ pub struct Cri {
     pub major: u32,
 }
 
-/// Where Debian's containernetworking-plugins keep `loopback`.
-pub const CNI_LOOPBACK: &str = "/usr/lib/cni/loopback";
+/// Where Debian's containernetworking-plugins keep their plugins.
+pub const CNI_PLUGINS: &str = "/usr/lib/cni";
+const CNI_USED: [&str; 3] = ["loopback", "bridge", "host-local"];
 
-/// The smallest pod network: CNI's `loopback` alone, in the test's CNI directories, when
-/// the plugin is installed (containerd loads it at start-up; pods on the node's network
-/// never use it).
-fn cni_loopback(dir: &Path) {
-    let plugin = Path::new(CNI_LOOPBACK);
-    if !plugin.exists() {
+/// Whether the CNI plugins a pod network here needs are installed.
+pub fn cni_plugins() -> bool {
+    CNI_USED
+        .iter()
+        .all(|p| Path::new(CNI_PLUGINS).join(p).exists())
+}
+
+/// A pod network as a node's usual one: `bridge` with `host-local` addresses (leases under
+/// the test's directory), containerd adds `loopback`. Its bridge and veths are made in
+/// containerd's own network namespace ([`Cri::start`]), never the host's. In the test's CNI
+/// directories, when the plugins are installed; containerd loads them at start-up, pods on
+/// the node's network never use them.
+fn cni_network(dir: &Path) {
+    if !cni_plugins() {
         return;
     }
     let (bin, conf) = (dir.join("cni/bin"), dir.join("cni/conf"));
     std::fs::create_dir_all(&bin).unwrap();
     std::fs::create_dir_all(&conf).unwrap();
-    std::os::unix::fs::symlink(plugin, bin.join("loopback")).unwrap();
-    let list = json!({"cniVersion": "1.0.0", "name": "lo", "plugins": [{"type": "loopback"}]});
-    std::fs::write(conf.join("10-lo.conflist"), list.to_string()).unwrap();
+    for p in CNI_USED {
+        std::os::unix::fs::symlink(Path::new(CNI_PLUGINS).join(p), bin.join(p)).unwrap();
+    }
+    let ipam = json!({
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.250.0.0/24"}]],
+        "dataDir": dir.join("cni/leases"),
+    });
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "plugins": [{"type": "bridge", "bridge": "cni-test0", "ipam": ipam}],
+    });
+    std::fs::write(conf.join("10-pods.conflist"), list.to_string()).unwrap();
 }
 
 /// containerd's major version (`containerd --version`: `containerd <module> v1.6.20 ...` or
@@ -154,7 +174,8 @@ state = "{d}/state"
 
 impl Cri {
     /// Writes the base configuration, registers the wrapper with `configure containerd`,
-    /// starts containerd with `OCI_VOLUME_HOOK_CONFIG=hook_config`.
+    /// starts containerd (in a network namespace of its own) with
+    /// `OCI_VOLUME_HOOK_CONFIG=hook_config`.
     pub fn start(
         dir: &Path,
         hook_config: &Path,
@@ -178,7 +199,7 @@ impl Cri {
         let major = major_version(containerd);
         let config = dir.join("config.toml");
         std::fs::write(&config, base_config(dir, runc, major)).unwrap();
-        cni_loopback(dir);
+        cni_network(dir);
         // The registration passes the annotations the tool's own configuration allows.
         let out = Command::new(hook_bin())
             .env("OCI_VOLUME_HOOK_CONFIG", hook_config)
@@ -197,7 +218,12 @@ impl Cri {
         );
         std::fs::write(dir.join("configure.out"), &out.stdout).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new(containerd)
+        // In a network namespace of its own: pod networks stay off the host's (pods on the
+        // node's network share containerd's).
+        let child = Command::new("unshare")
+            .arg("--net")
+            .arg("--")
+            .arg(containerd)
             .arg("--config")
             .arg(&config)
             .env("OCI_VOLUME_HOOK_CONFIG", hook_config)

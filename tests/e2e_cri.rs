@@ -583,9 +583,9 @@ fn cri_user_namespaced_pod_writes_its_hostpath_in_a_chroot() {
     let (before_other, before_host) = (snapshot(&other), snapshot(&host));
 
     let pod = c.run_pod_linux("userns", HANDLER, json!({}), userns_linux());
-    let script = "cat /proc/self/uid_map; echo pod >> /data/seed && echo written > /data/out && \
+    let script = "cat /proc/self/uid_map; echo pod >> /data/seed; echo written > /data/out; \
                   stat -L -c '%n %u:%g %F' /data /data/seed /data/out /etc/localtime /etc/hosts; \
-                  exec sleep 1000";
+                  echo done; exec sleep 1000";
     let config = json!({
         "metadata": {"name": "app"},
         "image": {"image": "ovh-test:latest"},
@@ -606,7 +606,7 @@ fn cri_user_namespaced_pod_writes_its_hostpath_in_a_chroot() {
         serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap())
             .unwrap();
     wait_for("the pod's lines", || {
-        c.log_lines("userns", "app").len() >= 6
+        c.log_lines("userns", "app").last().map(String::as_str) == Some("done")
     });
 
     // The pod ran in its user namespace and saw its volume, the seed file, what it wrote,
@@ -627,6 +627,7 @@ fn cri_user_namespaced_pod_writes_its_hostpath_in_a_chroot() {
             "/data/out 0:0 regular file",
             "/etc/localtime 0:0 regular empty file",
             "/etc/hosts 0:0 regular file",
+            "done",
         ],
         "{}",
         f.log()

@@ -9,27 +9,34 @@ set -euo pipefail
 
 tree=${OCI_VOLUME_HOOK_SID_TREE:-/var/tmp/oci-volume-hook-sid}
 # gcc and libc6-dev: tests/e2e_pinning.rs builds a static helper for its race containers.
-# python3-grpcio and python3-grpc-tools: the CRI client (tests/cri/cri.py; pip cannot reach
-# PyPI from the tree); containernetworking-plugins: `loopback`, the network of
-# user-namespaced pods (tests/e2e_cri.rs).
-packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates,gcc,libc6-dev,python3-grpcio,python3-grpc-tools,containernetworking-plugins
+packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates,gcc,libc6-dev
+# Installed with apt once debootstrap is done: python3-grpcio depends on a virtual package
+# (libre2-11-absl*), which debootstrap's resolver cannot follow. python3-grpcio and
+# python3-grpc-tools: the CRI client (tests/cri/cri.py; pip cannot reach PyPI from the
+# tree); containernetworking-plugins: the pod network of user-namespaced pods (e2e_cri).
+apt_packages=python3-grpcio,python3-grpc-tools,containernetworking-plugins
+
+# Installs packages (one word each) with the tree's apt and names them in the marker, which
+# keeps the packages it named (another checkout's list may have added others).
+add_packages() {
+  echo "tests/sid/tree.sh: adding $* to $tree" >&2
+  chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
+  DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get install -y -qq \
+    -o Acquire::Check-Valid-Until=false "$@" >&2
+  local have added
+  have=$(cat "$tree/.ready" 2>/dev/null || true)
+  added=$(IFS=,; echo "$*")
+  echo "${have:+$have,}$added" > "$tree/.ready.new"
+  mv "$tree/.ready.new" "$tree/.ready"
+}
 
 if [ -e "$tree/.ready" ]; then
   have=$(cat "$tree/.ready")
   missing=()
-  for p in ${packages//,/ }; do
+  for p in ${packages//,/ } ${apt_packages//,/ }; do
     case ",$have," in *",$p,"*) ;; *) missing+=("$p") ;; esac
   done
-  if [ "${#missing[@]}" -gt 0 ]; then
-    echo "tests/sid/tree.sh: adding ${missing[*]} to $tree" >&2
-    chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
-    DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get install -y -qq \
-      -o Acquire::Check-Valid-Until=false "${missing[@]}" >&2
-    # What the tree holds: its packages and these (another list may have added others).
-    missing=("${missing[@]/#/,}")
-    printf '%s%s\n' "$have" "$(printf '%s' "${missing[@]}")" > "$tree/.ready.new"
-    mv "$tree/.ready.new" "$tree/.ready"
-  fi
+  [ "${#missing[@]}" = 0 ] || add_packages "${missing[@]}"
   echo "$tree"
   exit 0
 fi
@@ -57,7 +64,8 @@ url=$(mirror | head -n1)
 
 # An interrupted build may have left mounts or a half tree: start clean.
 if [ -d "$tree" ]; then
-  grep -F " $tree/" /proc/self/mounts | awk '{ print $2 }' | sort -r | xargs -r -n1 umount -l
+  # (grep finds none in the usual case: not a failure under pipefail.)
+  { grep -F " $tree/" /proc/self/mounts || true; } | awk '{ print $2 }' | sort -r | xargs -r -n1 umount -l
   rm -rf --one-file-system "$tree"
 fi
 mkdir -p "$tree"
@@ -68,5 +76,7 @@ debootstrap --variant=minbase --include="$packages" sid "$tree" "$url" >&2
 echo 'Acquire::Check-Valid-Until "false";' > "$tree/etc/apt/apt.conf.d/99oci-volume-hook"
 # The engines ran post-install scripts in a chroot: nothing may keep running from there.
 chroot "$tree" dpkg-query -W runc containerd docker.io podman crun conmon >&2
-echo "$packages" > "$tree/.ready"
+# The marker is written last (add_packages writes it): a tree without it is built again.
+# shellcheck disable=SC2086 # one word per package
+add_packages ${packages//,/ } ${apt_packages//,/ }
 echo "$tree"

@@ -10,6 +10,8 @@ export OCI_VOLUME_HOOK_REQUIRE_E2E=1
 threads=${TEST_THREADS:-2}
 
 engines=${OCI_VOLUME_HOOK_ENGINES:-debian12}
+# The tests read it too: on sid, containerd must be 2.x.
+export OCI_VOLUME_HOOK_ENGINES=$engines
 tests=(e2e_runc wrapper runc_argv e2e_docker e2e_docker_harden e2e_pinning e2e_podman e2e_failsafe)
 skip=()
 case $engines in
@@ -18,10 +20,12 @@ case $engines in
     enter=()
     ;;
   sid)
+    # containerd 2.1's CRI (config version 3, tests/common/cri.rs): the same scenarios, a
+    # user-namespaced pod, and the registration proof through it.
+    tests+=(e2e_cri e2e_registration)
     # podman 5 with a user namespace hands the precreate hook an empty intermediate mount
     # point as root.path: the hook cannot see the image's types there, so these two cases
     # cannot pass on podman 5 (the wrapper as podman's runtime does them: e2e_podman).
-    # e2e_cri is not run here yet: containerd 2.1's CRI needs a config version 3 harness.
     skip=(podman_precreate_repairs_an_engine_made_directory_under_a_user_namespace
           a_podman_refusal_is_findable_without_journald_or_syslog)
     enter=(bash tests/sid/enter.sh)

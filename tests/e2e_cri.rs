@@ -509,3 +509,157 @@ fn node_installer_image_registers_then_unregisters_on_sigterm() {
         "running containers still need it"
     );
 }
+
+/// The pod's user namespace as kubelet asks for it with `hostUsers: false`: mode POD, one
+/// 65536-id range per pod (kubelet hands out multiples of 65536).
+const USERNS_HOST_ID: u32 = 3 * 65536;
+
+fn userns_range() -> Value {
+    json!([{"host_id": USERNS_HOST_ID, "container_id": 0, "length": 65536}])
+}
+
+fn userns_linux() -> Value {
+    json!({"security_context": {"namespace_options": {
+        "network": "POD",
+        "userns_options": {"mode": "POD", "uids": userns_range(), "gids": userns_range()},
+    }}})
+}
+
+/// A hostPath as kubelet passes it to a user-namespaced pod: with the pod's mappings on the
+/// mount, which containerd turns into an idmapped bind mount.
+fn idmapped_mount(host: &Path, container: &str) -> Value {
+    let mut m = mount(host, container);
+    m["uidMappings"] = userns_range();
+    m["gidMappings"] = userns_range();
+    m
+}
+
+/// Kubernetes' user-namespaced pods (#23, #24) through containerd 2.x, the wrapper and
+/// runc >= 1.2: containerd turns them on only when the handler's `<BinaryName> features`
+/// says idmapped mounts work (the wrapper passes `features` through), and hands the hostPath
+/// volumes to the runtime as idmapped mounts. In a tenant's chroot: the pod starts, its root
+/// writes its volume and the root-owned file already there as its own (through a mount that
+/// is still idmapped: unmapped, on-disk root would show as 65534), the file the image has
+/// is created as a file, nothing is chowned to the pod's range, nothing outside the chroot
+/// changes.
+#[test]
+fn cri_user_namespaced_pod_writes_its_hostpath_in_a_chroot() {
+    let test = "cri_userns";
+    let Some(containerd) = engine(test, "containerd") else {
+        return;
+    };
+    let major = cri::major_version(&containerd);
+    if major < 2 {
+        // containerd 1.x has no user-namespaced pods: tests/e2e.sh's sid stage runs this.
+        assert!(
+            std::env::var("OCI_VOLUME_HOOK_ENGINES").as_deref() != Ok("sid"),
+            "{test}: the sid stage runs containerd {major}.x, not 2.x"
+        );
+        eprintln!("SKIP {test}: containerd {major}.x has no user-namespaced pods");
+        return;
+    }
+    if !cri::cni_plugins() {
+        assert!(
+            !required(),
+            "{test}: no CNI plugins in {} (containernetworking-plugins)",
+            cri::CNI_PLUGINS
+        );
+        eprintln!("SKIP {test}: no CNI plugins");
+        return;
+    }
+    let Some((f, c)) = setup(test, "file") else {
+        return;
+    };
+    let t = f.tenant("user-toto");
+    let data = t.join("srv/data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("seed"), "platform\n").unwrap();
+    let lt = t.join("etc/localtime");
+    let other = f.tenant("user-titi");
+    std::fs::write(other.join("keep"), "other tenant\n").unwrap();
+    let host = f.path().join("host-private");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("secret"), "host-secret\n").unwrap();
+    let (before_other, before_host) = (snapshot(&other), snapshot(&host));
+
+    let pod = c.run_pod_linux("userns", HANDLER, json!({}), userns_linux());
+    let script = "cat /proc/self/uid_map; echo pod >> /data/seed; echo written > /data/out; \
+                  stat -L -c '%n %u:%g %F' /data /data/seed /data/out /etc/localtime /etc/hosts; \
+                  echo done; exec sleep 1000";
+    let config = json!({
+        "metadata": {"name": "app"},
+        "image": {"image": "ovh-test:latest"},
+        "command": ["/bin/sh", "-c", script],
+        "log_path": "app.log",
+        "mounts": [idmapped_mount(&data, "/data"), idmapped_mount(&lt, "/etc/localtime")],
+        "linux": userns_linux(),
+    });
+    let (id, r) = c.run_config(&pod, config);
+    let id = id.expect("created");
+    r.unwrap_or_else(|e| panic!("{e}\n{}\n{}", f.log(), c.log_tail()));
+    // Read while the pod runs: containerd removes the bundle once the task is gone.
+    let bundle = c
+        .dir
+        .join("state/io.containerd.runtime.v2.task/k8s.io")
+        .join(&id);
+    let spec: Value =
+        serde_json::from_str(&std::fs::read_to_string(bundle.join("config.json")).unwrap())
+            .unwrap();
+    wait_for("the pod's lines", || {
+        c.log_lines("userns", "app").last().map(String::as_str) == Some("done")
+    });
+
+    // The pod ran in its user namespace and saw its volume, the seed file, what it wrote,
+    // the file made for the image's /etc/localtime, and containerd's idmapped /etc/hosts
+    // (left alone by the wrapper) as its own.
+    let lines = c.log_lines("userns", "app");
+    let map: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(
+        map,
+        ["0", &USERNS_HOST_ID.to_string(), "65536"],
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "/data 0:0 directory",
+            "/data/seed 0:0 regular file",
+            "/data/out 0:0 regular file",
+            "/etc/localtime 0:0 regular empty file",
+            "/etc/hosts 0:0 regular file",
+            "done",
+        ],
+        "{}",
+        f.log()
+    );
+    // On the host: the pod's writes are root's through the idmapped mount, nothing was given
+    // to the pod's range, the file is a file.
+    assert_eq!(owner_of(&data), (0, 0));
+    assert_eq!(owner_of(&data.join("out")), (0, 0));
+    assert_eq!(
+        std::fs::read_to_string(data.join("seed")).unwrap(),
+        "platform\npod\n"
+    );
+    assert!(is_file(&lt));
+    assert_eq!(owner_of(&lt), (0, 0));
+    // What containerd handed the runtime: idmapped bind mounts of the chroot's paths (the
+    // pod's 0:0 above says runc still made them idmapped), which the wrapper pinned.
+    for dest in ["/data", "/etc/localtime"] {
+        let m = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == dest)
+            .unwrap_or_else(|| panic!("{dest} in {spec}"));
+        assert_eq!(m["uidMappings"][0]["hostID"], USERNS_HOST_ID, "{m}");
+        assert_eq!(m["gidMappings"][0]["hostID"], USERNS_HOST_ID, "{m}");
+    }
+    assert!(f.log().contains("2 source(s) pinned"), "{}", f.log());
+    assert_unchanged(&before_other, &snapshot(&other), "the other tenant");
+    assert_unchanged(&before_host, &snapshot(&host), "the host directory");
+    assert!(
+        !f.log().contains(&format!("to {USERNS_HOST_ID}")),
+        "{}",
+        f.log()
+    );
+}

@@ -36,17 +36,69 @@ pub struct Cri {
     python: PathBuf,
     ctr: PathBuf,
     pods: RefCell<Vec<String>>,
+    /// containerd's major version.
+    pub major: u32,
 }
 
-/// A plain containerd 1.6 configuration: nothing of this project in it; `runc`: the
-/// operator's runc, named by the runc handler (`BinaryName`).
-fn base_config(dir: &Path, runc: Option<&Path>) -> String {
+/// Where Debian's containernetworking-plugins keep their plugins.
+pub const CNI_PLUGINS: &str = "/usr/lib/cni";
+const CNI_USED: [&str; 3] = ["loopback", "bridge", "host-local"];
+
+/// Whether the CNI plugins a pod network here needs are installed.
+pub fn cni_plugins() -> bool {
+    CNI_USED
+        .iter()
+        .all(|p| Path::new(CNI_PLUGINS).join(p).exists())
+}
+
+/// A pod network as a node's usual one: `bridge` with `host-local` addresses (leases under
+/// the test's directory), containerd adds `loopback`. Its bridge and veths are made in
+/// containerd's own network namespace ([`Cri::start`]), never the host's. In the test's CNI
+/// directories, when the plugins are installed; containerd loads them at start-up, pods on
+/// the node's network never use them.
+fn cni_network(dir: &Path) {
+    if !cni_plugins() {
+        return;
+    }
+    let (bin, conf) = (dir.join("cni/bin"), dir.join("cni/conf"));
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(&conf).unwrap();
+    for p in CNI_USED {
+        std::os::unix::fs::symlink(Path::new(CNI_PLUGINS).join(p), bin.join(p)).unwrap();
+    }
+    let ipam = json!({
+        "type": "host-local",
+        "ranges": [[{"subnet": "10.250.0.0/24"}]],
+        "dataDir": dir.join("cni/leases"),
+    });
+    let list = json!({
+        "cniVersion": "1.0.0",
+        "name": "pods",
+        "plugins": [{"type": "bridge", "bridge": "cni-test0", "ipam": ipam}],
+    });
+    std::fs::write(conf.join("10-pods.conflist"), list.to_string()).unwrap();
+}
+
+/// containerd's major version (`containerd --version`: `containerd <module> v1.6.20 ...` or
+/// `containerd <module>/v2 2.1.9 ...`): 1.x takes config version 2, 2.x version 3.
+pub fn major_version(containerd: &Path) -> u32 {
+    let out = Command::new(containerd).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .nth(2)
+        .and_then(|v| v.trim_start_matches('v').split('.').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("containerd --version: {text}"))
+}
+
+/// A plain containerd configuration for that major version: nothing of this project in it;
+/// `runc`: the operator's runc, named by the runc handler (`BinaryName`). The CNI directories
+/// are the test's own (pods on the node's network never use them).
+fn base_config(dir: &Path, runc: Option<&Path>, major: u32) -> String {
     let binary = runc.map_or(String::new(), |r| {
         format!("\n        BinaryName = \"{}\"", r.display())
     });
-    format!(
-        r#"version = 2
-root = "{d}/root"
+    let common = format!(
+        r#"root = "{d}/root"
 state = "{d}/state"
 
 [grpc]
@@ -57,30 +109,73 @@ state = "{d}/state"
 
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d}/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "docker.io/library/ovh-pause:latest"
-  disable_apparmor = true
-  # This VM lacks CAP_SYS_RESOURCE.
-  restrict_oom_score_adj = true
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "native"
-    default_runtime_name = "runc"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        Root = "{d}/runc"{binary}
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{d}/cni/bin"
-    conf_dir = "{d}/cni/conf"
 "#,
         d = dir.display()
-    )
+    );
+    // Same keys in both versions, under the plugin that holds them there.
+    let runtime = |plugin: &str, snapshotter: &str, bin_dir: &str| {
+        format!(
+            r#"  disable_apparmor = true
+  # This VM lacks CAP_SYS_RESOURCE.
+  restrict_oom_score_adj = true
+  [plugins."{plugin}".containerd]{snapshotter}
+    default_runtime_name = "runc"
+    [plugins."{plugin}".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins."{plugin}".containerd.runtimes.runc.options]
+        Root = "{d}/runc"{binary}
+  [plugins."{plugin}".cni]
+    {bin_dir}
+    conf_dir = "{d}/cni/conf"
+"#,
+            d = dir.display()
+        )
+    };
+    if major >= 2 {
+        let plugin = "io.containerd.cri.v1.runtime";
+        format!(
+            r#"version = 3
+{common}
+[plugins."io.containerd.cri.v1.images"]
+  snapshotter = "native"
+  [plugins."io.containerd.cri.v1.images".pinned_images]
+    sandbox = "docker.io/library/ovh-pause:latest"
+
+[plugins."{plugin}"]
+  # A pod's network namespace under this test's directory, not /run/netns.
+  netns_mounts_under_state_dir = true
+{runtime}
+# Its socket would be shared by every containerd in this mount namespace.
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+"#,
+            runtime = runtime(
+                plugin,
+                "",
+                &format!("bin_dirs = [\"{}/cni/bin\"]", dir.display())
+            )
+        )
+    } else {
+        let plugin = "io.containerd.grpc.v1.cri";
+        format!(
+            r#"version = 2
+{common}
+[plugins."{plugin}"]
+  sandbox_image = "docker.io/library/ovh-pause:latest"
+{runtime}"#,
+            runtime = runtime(
+                plugin,
+                "\n    snapshotter = \"native\"",
+                &format!("bin_dir = \"{}/cni/bin\"", dir.display())
+            )
+        )
+    }
 }
 
 impl Cri {
     /// Writes the base configuration, registers the wrapper with `configure containerd`,
-    /// starts containerd with `OCI_VOLUME_HOOK_CONFIG=hook_config`.
+    /// starts containerd (in a network namespace of its own) with
+    /// `OCI_VOLUME_HOOK_CONFIG=hook_config`.
     pub fn start(
         dir: &Path,
         hook_config: &Path,
@@ -101,8 +196,10 @@ impl Cri {
         runc: Option<&Path>,
     ) -> Cri {
         std::fs::create_dir_all(dir).unwrap();
+        let major = major_version(containerd);
         let config = dir.join("config.toml");
-        std::fs::write(&config, base_config(dir, runc)).unwrap();
+        std::fs::write(&config, base_config(dir, runc, major)).unwrap();
+        cni_network(dir);
         // The registration passes the annotations the tool's own configuration allows.
         let out = Command::new(hook_bin())
             .env("OCI_VOLUME_HOOK_CONFIG", hook_config)
@@ -121,7 +218,12 @@ impl Cri {
         );
         std::fs::write(dir.join("configure.out"), &out.stdout).unwrap();
         let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
-        let child = Command::new(containerd)
+        // In a network namespace of its own: pod networks stay off the host's (pods on the
+        // node's network share containerd's).
+        let child = Command::new("unshare")
+            .arg("--net")
+            .arg("--")
+            .arg(containerd)
             .arg("--config")
             .arg(&config)
             .env("OCI_VOLUME_HOOK_CONFIG", hook_config)
@@ -136,6 +238,7 @@ impl Cri {
             python,
             ctr: ctr.to_path_buf(),
             pods: RefCell::new(Vec::new()),
+            major,
         };
         let deadline = Instant::now() + Duration::from_secs(90);
         while cri.call("Version", json!({})).is_err() {
@@ -186,20 +289,21 @@ impl Cri {
 
     /// `ctr images import` of a docker-archive tar into the CRI's namespace.
     pub fn import(&self, tar: &Path) {
-        let out = Command::new(&self.ctr)
-            .arg("--address")
-            .arg(self.sock())
-            .args([
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                "--snapshotter",
-                "native",
-            ])
-            .arg(tar)
-            .output()
-            .unwrap();
+        let mut ctr = Command::new(&self.ctr);
+        ctr.arg("--address").arg(self.sock()).args([
+            "-n",
+            "k8s.io",
+            "images",
+            "import",
+            "--snapshotter",
+            "native",
+        ]);
+        // ctr 2.x goes through the transfer service by default, which unpacks only for the
+        // snapshotters its own configuration lists (none here): import on the client side.
+        if self.major >= 2 {
+            ctr.arg("--local");
+        }
+        let out = ctr.arg(tar).output().unwrap();
         assert!(
             out.status.success(),
             "ctr import {}: {}",
@@ -211,13 +315,25 @@ impl Cri {
     /// RunPodSandbox on the host network (no CNI, so no hostname either). Returns the pod id
     /// and its config, which CreateContainer repeats.
     pub fn run_pod(&self, name: &str, handler: &str, annotations: Value) -> (String, Value) {
+        let linux = json!({"security_context": {"namespace_options": {"network": "NODE"}}});
+        self.run_pod_linux(name, handler, annotations, linux)
+    }
+
+    /// RunPodSandbox with the pod's `linux` settings as given (namespaces, user namespace).
+    pub fn run_pod_linux(
+        &self,
+        name: &str,
+        handler: &str,
+        annotations: Value,
+        linux: Value,
+    ) -> (String, Value) {
         let logs = self.dir.join("pods").join(name);
         std::fs::create_dir_all(&logs).unwrap();
         let config = json!({
             "metadata": {"name": name, "uid": format!("uid-{name}"), "namespace": "default"},
             "log_directory": logs,
             "annotations": annotations,
-            "linux": {"security_context": {"namespace_options": {"network": "NODE"}}}
+            "linux": linux,
         });
         let r = self
             .call(

@@ -4,7 +4,9 @@
 
 calls RuntimeService.METHOD with the request given as JSON (protobuf's JSON mapping) and
 prints the response as JSON on stdout. A gRPC error prints {"error": ..., "code": ...} and
-exits 3. The proto is compiled on first use into $CRI_GEN_DIR (default: beside this file).
+exits 3. The proto is compiled on first use into $CRI_GEN_DIR (default: beside this file),
+one directory per Python version (the host's venv and the sid tree's Debian packages share
+target/, and their protoc versions differ).
 """
 import importlib
 import json
@@ -16,7 +18,8 @@ PROTO = "runtime_v1.proto"
 
 
 def load():
-    gen = os.environ.get("CRI_GEN_DIR", os.path.join(HERE, "gen"))
+    gen = os.path.join(os.environ.get("CRI_GEN_DIR", os.path.join(HERE, "gen")),
+                       "py%d.%d" % sys.version_info[:2])
     os.makedirs(gen, exist_ok=True)
     out = os.path.join(gen, "runtime_v1_pb2.py")
     src = os.path.join(HERE, PROTO)

@@ -3,24 +3,40 @@
 # Docker 28, podman 5, crun, conmon. They need a newer glibc than the host's, so they live
 # in a debootstrap tree and never in the host's dpkg. Cached under $OCI_VOLUME_HOOK_SID_TREE; a tree
 # without its `.ready` marker (written last) is incomplete and built again from scratch; one
-# whose marker names another package list gets the missing packages added.
+# whose marker lacks packages of this list gets them added (the marker then names both).
 # Prints the tree's path on stdout.
 set -euo pipefail
 
 tree=${OCI_VOLUME_HOOK_SID_TREE:-/var/tmp/oci-volume-hook-sid}
 # gcc and libc6-dev: tests/e2e_pinning.rs builds a static helper for its race containers.
 packages=runc,containerd,docker.io,docker-cli,podman,crun,conmon,iptables,busybox-static,jq,ca-certificates,gcc,libc6-dev
+# Installed with apt once debootstrap is done: python3-grpcio depends on a virtual package
+# (libre2-11-absl*), which debootstrap's resolver cannot follow. python3-grpcio and
+# python3-grpc-tools: the CRI client (tests/cri/cri.py; pip cannot reach PyPI from the
+# tree); containernetworking-plugins: the pod network of user-namespaced pods (e2e_cri).
+apt_packages=python3-grpcio,python3-grpc-tools,containernetworking-plugins
+
+# Installs packages (one word each) with the tree's apt and names them in the marker, which
+# keeps the packages it named (another checkout's list may have added others).
+add_packages() {
+  echo "tests/sid/tree.sh: adding $* to $tree" >&2
+  chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
+  DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get install -y -qq \
+    -o Acquire::Check-Valid-Until=false "$@" >&2
+  local have added
+  have=$(cat "$tree/.ready" 2>/dev/null || true)
+  added=$(IFS=,; echo "$*")
+  echo "${have:+$have,}$added" > "$tree/.ready.new"
+  mv "$tree/.ready.new" "$tree/.ready"
+}
 
 if [ -e "$tree/.ready" ]; then
-  if [ "$(cat "$tree/.ready")" != "$packages" ]; then
-    echo "tests/sid/tree.sh: adding packages to $tree" >&2
-    chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
-    # shellcheck disable=SC2086 # one word per package
-    DEBIAN_FRONTEND=noninteractive chroot "$tree" apt-get install -y -qq \
-      -o Acquire::Check-Valid-Until=false ${packages//,/ } >&2
-    echo "$packages" > "$tree/.ready.new"
-    mv "$tree/.ready.new" "$tree/.ready"
-  fi
+  have=$(cat "$tree/.ready")
+  missing=()
+  for p in ${packages//,/ } ${apt_packages//,/ }; do
+    case ",$have," in *",$p,"*) ;; *) missing+=("$p") ;; esac
+  done
+  [ "${#missing[@]}" = 0 ] || add_packages "${missing[@]}"
   echo "$tree"
   exit 0
 fi
@@ -48,7 +64,8 @@ url=$(mirror | head -n1)
 
 # An interrupted build may have left mounts or a half tree: start clean.
 if [ -d "$tree" ]; then
-  grep -F " $tree/" /proc/self/mounts | awk '{ print $2 }' | sort -r | xargs -r -n1 umount -l
+  # (grep finds none in the usual case: not a failure under pipefail.)
+  { grep -F " $tree/" /proc/self/mounts || true; } | awk '{ print $2 }' | sort -r | xargs -r -n1 umount -l
   rm -rf --one-file-system "$tree"
 fi
 mkdir -p "$tree"
@@ -59,5 +76,7 @@ debootstrap --variant=minbase --include="$packages" sid "$tree" "$url" >&2
 echo 'Acquire::Check-Valid-Until "false";' > "$tree/etc/apt/apt.conf.d/99oci-volume-hook"
 # The engines ran post-install scripts in a chroot: nothing may keep running from there.
 chroot "$tree" dpkg-query -W runc containerd docker.io podman crun conmon >&2
-echo "$packages" > "$tree/.ready"
+# The marker is written last (add_packages writes it): a tree without it is built again.
+# shellcheck disable=SC2086 # one word per package
+add_packages ${packages//,/ } ${apt_packages//,/ }
 echo "$tree"

@@ -1,7 +1,7 @@
 //! `oci-volume-hook doctor`: asks the node, read-only, whether it is set up right — the
 //! configuration, the chroot patterns, the runtime, each engine's registration, where log
-//! lines go, the kernel, idmapped mounts, the staging directory — one line per check, with the command that
-//! fixes each problem. Nothing is ever changed.
+//! lines go, the kernel, idmapped mounts, the staging directory, `host_sources` on a CRI node —
+//! one line per check, with the command that fixes each problem. Nothing is ever changed.
 //!
 //! Every well-known node path (engine configurations and sockets, log sockets) is read under
 //! `--host-root` (default `/`), so that tests can give each engine a fixture tree; paths the
@@ -170,7 +170,9 @@ pub fn run(opts: &Options) -> Report {
     node::wrapper(opts, &mut r);
     engines::docker(opts, &mut r);
     engines::podman(opts, &mut r);
-    engines::containerd(opts, &mut r);
+    if engines::containerd(opts, &mut r) {
+        node::host_sources(&config, opts, &mut r);
+    }
     engines::crio(opts, &mut r);
     log::log(&config, opts, &mut r);
     node::kernel(&mut r);

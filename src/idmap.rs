@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use serde_json::Value;
+
+use crate::features;
 
 /// Why idmapped ownership cannot be used, in the words of the one log line.
 pub type Unsupported = String;
@@ -84,24 +85,11 @@ fn judge_filesystem(fd: impl AsFd) -> Result<(), Unsupported> {
 }
 
 /// Whether `runtime`'s `features` (OCI runtime features, runc >= 1.2) say idmapped mounts
-/// are enabled. A runtime without `features` (runc 1.1) cannot make them.
-pub fn runtime_support(runtime: &Path) -> Result<(), Unsupported> {
-    let name = runtime.display();
-    let out = Command::new(runtime)
-        .arg("features")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("runtime {name} could not be asked for its features: {e}"))?;
-    if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stderr);
-        let said = said.lines().next().unwrap_or_default().trim();
-        return Err(format!(
-            "`{name} features` failed ({}{}{said}): no idmapped mounts",
-            out.status,
-            if said.is_empty() { "" } else { ": " }
-        ));
-    }
-    features_say_idmap(&out.stdout).map_err(|why| format!("runtime {name}: {why}"))
+/// are enabled. A runtime without `features` (runc 1.1) cannot make them. `cache`: the
+/// staging directory, where the answer is kept across starts ([`features`]).
+pub fn runtime_support(runtime: &Path, cache: Option<&Path>) -> Result<(), Unsupported> {
+    let doc = features::features(runtime, cache)?;
+    features_say_idmap(&doc).map_err(|why| format!("runtime {}: {why}", runtime.display()))
 }
 
 /// Reads `mountExtensions.idmap.enabled` from a `features` document.
@@ -116,9 +104,9 @@ pub fn features_say_idmap(json: &[u8]) -> Result<(), Unsupported> {
 }
 
 /// Everything but the filesystem, for a runtime: what `doctor` and planning ask first.
-pub fn node_support(runtime: &Path) -> Result<(), Unsupported> {
+pub fn node_support(runtime: &Path, cache: Option<&Path>) -> Result<(), Unsupported> {
     kernel_support()?;
-    runtime_support(runtime)
+    runtime_support(runtime, cache)
 }
 
 #[cfg(test)]
@@ -142,9 +130,9 @@ mod tests {
     #[test]
     fn a_runtime_without_features_cannot_idmap() {
         // `false features` fails as runc 1.1's unknown command does.
-        let err = runtime_support(Path::new("/bin/false")).unwrap_err();
+        let err = runtime_support(Path::new("/bin/false"), None).unwrap_err();
         assert!(err.contains("features` failed (exit status: 1)"), "{err}");
-        let err = runtime_support(Path::new("/nonexistent/runc")).unwrap_err();
+        let err = runtime_support(Path::new("/nonexistent/runc"), None).unwrap_err();
         assert!(err.contains("could not be asked"), "{err}");
     }
 

@@ -16,7 +16,7 @@ use clap::ValueEnum;
 use nix::sys::signal::{SigSet, Signal};
 
 use crate::config::{self, Config};
-use crate::configure::{self, Change, RUNTIME_NAME, containerd, crio, under};
+use crate::configure::{self, Change, RUNTIME_NAME, containerd, crio, k3s, under};
 use crate::logging::{self, Sink};
 use crate::names::HOOK as BIN;
 
@@ -42,9 +42,15 @@ pub struct Args {
     /// packaged configuration
     #[arg(long, value_name = "FILE")]
     pub config_source: Option<PathBuf>,
-    /// containerd's configuration on the host
-    #[arg(long, value_name = "FILE", default_value = containerd::DEFAULT_PATH)]
-    pub containerd_config: PathBuf,
+    /// containerd's configuration on the host [default: /etc/containerd/config.toml; with
+    /// --k3s, the one k3s writes: /var/lib/rancher/k3s/agent/etc/containerd/config.toml]
+    #[arg(long, value_name = "FILE")]
+    pub containerd_config: Option<PathBuf>,
+    /// k3s or RKE2 node, which rewrite containerd's config.toml at every start: the handler
+    /// goes into its template (`configure containerd --k3s`), and k3s (or k3s-agent,
+    /// rke2-server, rke2-agent: the one the host has) is what gets restarted
+    #[arg(long, conflicts_with = "runtime")]
+    pub k3s: bool,
     /// The CRI-O drop-in on the host
     #[arg(long, value_name = "FILE", default_value = crio::DEFAULT_PATH)]
     pub crio_dropin: PathBuf,
@@ -209,6 +215,9 @@ fn install_config(args: &Args, text: &str, source_name: &str) -> Result<()> {
 }
 
 fn detect(args: &Args) -> Result<Runtime> {
+    if args.k3s {
+        return Ok(Runtime::Containerd);
+    }
     if args.runtime != Runtime::Auto {
         return Ok(args.runtime);
     }
@@ -224,6 +233,10 @@ fn detect(args: &Args) -> Result<Runtime> {
     .find(|(p, _)| has(p));
     match found {
         Some((_, r)) => Ok(r),
+        None if has(K3S_SOCKET) => bail!(
+            "k3s or RKE2 runs containerd under {}: pass --k3s (and --containerd-config for RKE2)",
+            args.host_root.display()
+        ),
         None => bail!(
             "neither containerd nor CRI-O found under {}; pass --runtime",
             args.host_root.display()
@@ -231,12 +244,50 @@ fn detect(args: &Args) -> Result<Runtime> {
     }
 }
 
+/// The units that run containerd on k3s and RKE2 nodes, and the socket it serves there.
+const K3S_UNITS: [&str; 4] = ["k3s", "k3s-agent", "rke2-server", "rke2-agent"];
+const K3S_SOCKET: &str = "/run/k3s/containerd/containerd.sock";
+
+/// containerd's configuration as asked, else where k3s or plain containerd keep it.
+fn containerd_config(args: &Args) -> &Path {
+    match (&args.containerd_config, args.k3s) {
+        (Some(p), _) => p,
+        (None, true) => Path::new(k3s::DEFAULT_PATH),
+        (None, false) => Path::new(containerd::DEFAULT_PATH),
+    }
+}
+
+/// The k3s or RKE2 unit the host has (its unit file), RKE2's first when the configuration
+/// is RKE2's.
+fn k3s_unit(args: &Args) -> Option<&'static str> {
+    let rke2 = containerd_config(args).starts_with("/var/lib/rancher/rke2");
+    let dirs = [
+        "/etc/systemd/system",
+        "/usr/local/lib/systemd/system",
+        "/usr/lib/systemd/system",
+        "/lib/systemd/system",
+    ];
+    let has = |unit: &str| {
+        dirs.iter().any(|d| {
+            under(
+                &args.host_root,
+                &Path::new(d).join(format!("{unit}.service")),
+            )
+            .is_ok_and(|p| p.exists())
+        })
+    };
+    let mut units = K3S_UNITS;
+    units.sort_by_key(|u| u.starts_with("rke2") != rke2);
+    units.into_iter().find(|u| has(u))
+}
+
 /// Registers (or takes away) the handler, then restarts the runtime if a file changed.
 fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
     let wrapper = args.install_dir.join("oci-volume-runtime");
     let (path, unit) = match runtime {
-        Runtime::Crio => (&args.crio_dropin, "crio"),
-        _ => (&args.containerd_config, "containerd"),
+        Runtime::Crio => (args.crio_dropin.as_path(), "crio"),
+        _ if args.k3s => (containerd_config(args), "k3s"),
+        _ => (containerd_config(args), "containerd"),
     };
     let req = containerd::Request {
         root: &args.host_root,
@@ -248,6 +299,7 @@ fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
     };
     let changes: Vec<Change> = match runtime {
         Runtime::Crio => crio::configure(&req)?,
+        _ if args.k3s => k3s::configure(&req)?,
         _ => containerd::configure(&req)?,
     };
     for line in configure::describe(&changes) {
@@ -257,7 +309,18 @@ fn register(args: &Args, runtime: Runtime, remove: bool) -> Result<()> {
         println!("{unit}: registration already as asked");
         return Ok(());
     }
-    restart(args, unit)
+    if !args.k3s {
+        return restart(args, unit);
+    }
+    match k3s_unit(args) {
+        Some(unit) => restart(args, unit),
+        None => {
+            println!(
+                "no k3s, k3s-agent, rke2-server or rke2-agent unit on the host: restart the one running containerd for the change to take effect"
+            );
+            Ok(())
+        }
+    }
 }
 
 /// `systemctl restart UNIT` as the host runs it: chrooted into the host root, talking to the

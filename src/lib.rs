@@ -37,6 +37,7 @@ pub mod chroot;
 pub mod config;
 pub mod configure;
 pub mod doctor;
+pub mod features;
 pub mod go_json;
 pub mod hook;
 pub mod host_sources;

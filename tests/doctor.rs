@@ -549,6 +549,7 @@ fn the_json_document_is_stable() {
             "engine.docker.live",
             "engine.podman",
             "engine.containerd",
+            "host_sources",
             "engine.crio",
             "log",
             "kernel",
@@ -702,4 +703,51 @@ fn doctor_says_whether_idmapped_ownership_can_be_used() {
             assert!(summary.contains(&why), "{summary}");
         }
     }
+}
+
+#[test]
+fn a_cri_node_without_host_sources_is_warned_in_one_line() {
+    if !root_or_skip("cri_host_sources") {
+        return;
+    }
+    let n = Node::configured();
+    let (verdict, summary, fix) = n.check("host_sources");
+    assert_eq!(verdict, "warn", "{summary}");
+    assert!(
+        summary.contains("host_sources is unset")
+            && summary.contains("hostPath symlinks containerd resolves itself are unchecked"),
+        "{summary}"
+    );
+    assert!(fix.contains("host_sources") && fix.contains(&n.f.config_path().display().to_string()));
+    let out = stdout(&n.doctor(&[]));
+    let lines: Vec<_> = out.lines().filter(|l| l.contains("host_sources")).collect();
+    assert_eq!(lines.len(), 1, "{out}");
+    assert!(lines[0].starts_with("WARN host_sources "), "{out}");
+    assert!(n.doctor(&[]).status.success(), "a warning, not a failure");
+
+    // Set (even empty: every host source refused), it is fine.
+    let text = std::fs::read_to_string(n.f.config_path()).unwrap();
+    let set = format!("host_sources = [\"/var/lib/kubelet/pods/*/volumes/**\"]\n{text}");
+    std::fs::write(n.f.config_path(), set).unwrap();
+    let (verdict, summary, _) = n.check("host_sources");
+    assert_eq!(verdict, "ok", "{summary}");
+    assert!(summary.contains("1 host_sources entries"), "{summary}");
+
+    // No CRI (containerd only under Docker): nothing to say.
+    std::fs::write(n.f.config_path(), text).unwrap();
+    n.write(
+        "etc/containerd/config.toml",
+        &format!(
+            "disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n{}",
+            containerd_v2(&format!("BinaryName = \"{}\"", wrapper_bin()))
+        ),
+    );
+    let v = n.json();
+    let ids: Vec<_> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].clone())
+        .collect();
+    assert!(!ids.contains(&json!("host_sources")), "{v:#}");
 }

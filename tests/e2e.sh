@@ -10,7 +10,8 @@ export OCI_VOLUME_HOOK_REQUIRE_E2E=1
 threads=${TEST_THREADS:-2}
 
 engines=${OCI_VOLUME_HOOK_ENGINES:-debian12}
-# The tests read it too: on sid, containerd must be 2.x.
+# The tests hold the engines to what this stage names (sid: runc >= 1.2 with idmapped
+# mounts, containerd 2.x).
 export OCI_VOLUME_HOOK_ENGINES=$engines
 tests=(e2e_runc wrapper runc_argv e2e_docker e2e_docker_harden e2e_pinning e2e_podman e2e_failsafe)
 skip=()

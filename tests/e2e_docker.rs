@@ -5,7 +5,9 @@ mod common;
 #[path = "common/daemons.rs"]
 mod daemons;
 
-use std::path::Path;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::*;
 use daemons::Daemons;
@@ -229,5 +231,180 @@ fn containerd_with_the_wrapper_as_runc_binary() {
         owner_of(&src),
         (0, 0),
         "no user namespace: container root is host root"
+    );
+}
+
+/// The runc a test's engines run: (major, minor) from `runc --version`.
+fn runc_version(runc: &Path) -> (u32, u32) {
+    let o = std::process::Command::new(runc)
+        .arg("--version")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let v = out
+        .strip_prefix("runc version ")
+        .unwrap_or_else(|| panic!("{}: {out}", runc.display()));
+    let mut parts = v.split(|c: char| !c.is_ascii_digit());
+    let mut next = || parts.next().and_then(|p| p.parse().ok()).unwrap();
+    (next(), next())
+}
+
+/// A root-owned volume of `dirs` x `files` entries (0755 directories, empty 0644 files:
+/// mknod, the quickest way to make many inodes).
+fn big_volume(dir: &Path, dirs: usize, files: usize) {
+    use nix::sys::stat::{Mode, SFlag, mknod};
+    for d in 0..dirs {
+        let sub = dir.join(format!("d{d}"));
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..files {
+            let mode = Mode::from_bits_truncate(0o644);
+            mknod(&sub.join(format!("f{i}")), SFlag::S_IFREG, mode, 0).unwrap();
+        }
+    }
+}
+
+/// An entry's path, uid, gid, ctime and atime.
+type InodeState = (PathBuf, u32, u32, (i64, i64), (i64, i64));
+
+/// (uid, gid, ctime, atime) of each entry of a [`big_volume`], the top left out: a chown
+/// moves the ctime, reading a directory moves its atime (relatime: it is older than the
+/// directory's mtime until someone reads it). Named, not listed: this reads no directory.
+fn inode_states(dir: &Path, dirs: usize, files: usize) -> Vec<InodeState> {
+    let mut paths = Vec::new();
+    for d in 0..dirs {
+        let sub = dir.join(format!("d{d}"));
+        paths.extend((0..files).map(|i| sub.join(format!("f{i}"))));
+        paths.push(sub);
+    }
+    let state = |p: PathBuf| {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let (ctime, atime) = ((m.ctime(), m.ctime_nsec()), (m.atime(), m.atime_nsec()));
+        (p, m.uid(), m.gid(), ctime, atime)
+    };
+    paths.into_iter().map(state).collect()
+}
+
+#[test]
+fn docker_userns_remap_gets_a_root_owned_volume_by_idmapped_mount() {
+    // `ownership = "idmap"` through `docker run`: with runc >= 1.2 (Docker 28, sid) the
+    // volume is given by an idmapped mount, no inode below it touched, whatever its size;
+    // with runc 1.1 (Docker 20.10, Debian 12) the same config chowns and says why, once.
+    let Some((bins, f, d)) = setup(
+        "docker_idmap",
+        Some(json!({"runtimes": {"ovh": {"path": wrapper_bin()}}, "userns-remap": "default"})),
+    ) else {
+        return;
+    };
+    let version = runc_version(&bins[4]);
+    if std::env::var("OCI_VOLUME_HOOK_ENGINES").as_deref() == Ok("sid") {
+        assert!(version >= (1, 2), "the sid stage runs runc {version:?}");
+    }
+    let idmap = version >= (1, 2);
+    f.write_config("runtime = \"runc\"\nownership = \"idmap\"");
+    let t = f.tenant("user-toto");
+    let data = t.join("data");
+    big_volume(&data, 100, 1000);
+    let small = t.join("small");
+    big_volume(&small, 1, 1);
+    let rootfs = f.bundle("img").join("rootfs");
+    d.import(&rootfs, "ovh-test:latest");
+    let before = inode_states(&data, 100, 1000);
+
+    let script = "echo hello-idmap > /data/d0/f0 && touch /data/new && cat /data/d0/f0 \
+                  && stat -c %u:%g /data /data/new";
+    let run = |volume: &Path| {
+        std::fs::write(f.log_path(), "").unwrap();
+        let v = format!("{}:/data", volume.display());
+        let start = Instant::now();
+        let o = d.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            "ovh",
+            "-v",
+            &v,
+            "ovh-test:latest",
+            "/bin/sh",
+            "-c",
+            script,
+        ]);
+        (o, start.elapsed())
+    };
+    let (o, big) = run(&data);
+    assert!(o.status.success(), "{}\n{}", text(&o), f.log());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "hello-idmap\n0:0\n0:0\n",
+        "container root wrote its volume and sees it as its own"
+    );
+    let log = f.log();
+    let fallbacks: Vec<_> = log.lines().filter(|l| l.contains("falls back")).collect();
+    let after = inode_states(&data, 100, 1000);
+    let changed: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a && !b.0.ends_with("d0/f0"))
+        .map(|(b, a)| format!("{b:?} => {a:?}"))
+        .collect();
+    if idmap {
+        assert!(log.contains("made idmapped"), "{log}");
+        assert!(fallbacks.is_empty(), "{log}");
+        assert!(
+            changed.is_empty(),
+            "{} inodes changed: {:?}",
+            changed.len(),
+            &changed[..changed.len().min(5)]
+        );
+        assert_eq!(owner_of(&data), (0, 0), "the top is the platform's still");
+        assert_eq!(
+            owner_of(&data.join("new")),
+            (0, 0),
+            "container root is 0 on disk"
+        );
+        assert_eq!(owner_of(&data.join("d0/f0")), (0, 0));
+        // The atime check can fail: reading a directory on the host does move its atime.
+        let probe = data.join("d1");
+        let atime = |p: &Path| {
+            std::fs::metadata(p)
+                .map(|m| (m.atime(), m.atime_nsec()))
+                .unwrap()
+        };
+        let was = atime(&probe);
+        let _ = std::fs::read_dir(&probe).unwrap().count();
+        assert_ne!(atime(&probe), was, "relatime: a read directory shows it");
+    } else {
+        assert_eq!(fallbacks.len(), 1, "one line says why: {log}");
+        assert!(
+            fallbacks[0].contains("features do not list idmapped mounts"),
+            "{log}"
+        );
+        let remapped = daemons::dockremap_root();
+        assert!(
+            after.iter().all(|e| (e.1, e.2) == (remapped, remapped)),
+            "chowned to the remapped root"
+        );
+    }
+    // Start time with the big volume and with a two-entry one, interleaved (printed).
+    let mut times: [Vec<Duration>; 2] = [vec![], vec![]];
+    for _ in 0..3 {
+        for (i, v) in [&small, &data].into_iter().enumerate() {
+            let (o, took) = run(v);
+            assert!(o.status.success(), "{}\n{}", text(&o), f.log());
+            times[1 - i].push(took);
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let [mut b, mut s] = times;
+    eprintln!(
+        "docker run, ownership = idmap ({}), runc {version:?}: first start with 100,100 \
+         root-owned entries {big:?}; then 100,100 entries {:?}, 2 entries {:?} (medians of 3)",
+        if idmap { "idmapped" } else { "chown fallback" },
+        median(&mut b),
+        median(&mut s)
     );
 }

@@ -225,3 +225,71 @@ fn install_node_records_the_nodes_runc_and_keeps_it_across_restarts() {
     let c: toml::Value = toml::from_str(&read(&host)).unwrap();
     assert_eq!(c["runtime"].as_str(), Some("/usr/local/sbin/runc"));
 }
+
+/// k3s and RKE2 rewrite containerd's config.toml at every start: `--k3s` registers the
+/// handler in k3s's template, restarts the k3s unit the host has, and takes it back.
+#[test]
+fn install_node_k3s_registers_in_the_template_then_uninstalls() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("host");
+    let dir = root.join("var/lib/rancher/k3s/agent/etc/containerd");
+    std::fs::create_dir_all(&dir).unwrap();
+    let generated = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]\n  runtime_type = \"io.containerd.runc.v2\"\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]\n  SystemdCgroup = true\n";
+    std::fs::write(dir.join("config.toml"), generated).unwrap();
+    std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
+    std::fs::write(root.join("etc/systemd/system/k3s-agent.service"), "").unwrap();
+    let cm = t.path().join("config.toml");
+    std::fs::write(&cm, "chroots = [\"/srv/*\"]\n").unwrap();
+    let args = ["--k3s", "--once", "--config-source", cm.to_str().unwrap()];
+
+    let o = install_node(&root, &args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("k3s-agent not restarted (no systemd on the host)"),
+        "the host's k3s unit: {out}"
+    );
+    let template = read(&dir.join("config.toml.tmpl"));
+    assert!(
+        template.starts_with("{{ template \"base\" . }}"),
+        "{template}"
+    );
+    let block = template.split_once("# BEGIN oci-volume-hook").unwrap().1;
+    let block = block.split_once('\n').unwrap().1;
+    let v: toml::Value = toml::from_str(block.split("# END").next().unwrap()).unwrap();
+    let handler =
+        &v["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["oci-volume"];
+    assert_eq!(
+        handler["options"]["BinaryName"].as_str(),
+        Some("/opt/oci-volume-hook/bin/oci-volume-runtime")
+    );
+    assert_eq!(handler["options"]["SystemdCgroup"].as_bool(), Some(true));
+    assert_eq!(
+        read(&dir.join("config.toml")),
+        generated,
+        "k3s's own file untouched"
+    );
+    assert!(
+        !root.join("etc/containerd").exists(),
+        "no plain containerd file"
+    );
+
+    let o = install_node(&root, &args);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("already as asked"));
+
+    let o = install_node(&root, &["--k3s", "--uninstall"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !dir.join("config.toml.tmpl").exists(),
+        "the template it made is gone"
+    );
+    assert_eq!(read(&dir.join("config.toml")), generated);
+
+    // Without --k3s on such a node: told to pass it, nothing changed.
+    std::fs::create_dir_all(root.join("run/k3s/containerd")).unwrap();
+    std::fs::write(root.join("run/k3s/containerd/containerd.sock"), "").unwrap();
+    let before = snapshot(&root);
+    let o = install_node(&root, &["--once", "--config-source", cm.to_str().unwrap()]);
+    assert_one_line_error(&o, "oci-volume-hook", &["k3s or RKE2", "pass --k3s"]);
+    assert_unchanged(&before, &snapshot(&root), "a k3s node without --k3s");
+}

@@ -75,6 +75,9 @@ echo "lifecycle.sh: upgrade $(dpkg-deb -f "$deb1" Version) -> $(dpkg-deb -f "$de
 # A staging mount a killed precreate left behind, for the purge to take away.
 mkdir -p /run/oci-volume-hook/precreate-lc-1/0 "$t/leftover"
 mount --bind "$t/leftover" /run/oci-volume-hook/precreate-lc-1/0
+# The runtime's features as ownership = idmap keeps them (not empty: the purge must take it).
+mkdir -m 0700 /run/oci-volume-hook/@runtime-features
+echo '{"linux": {}}' > /run/oci-volume-hook/@runtime-features/0123456789abcdef
 dpkg --purge oci-volume-hook >"$t/purge.log" 2>&1 || { cat "$t/purge.log"; fail "purge failed"; }
 grep -q "oci-volume" "$dj" && fail "purge left Docker registered: $(cat "$dj")"
 awk '{print $5}' /proc/self/mountinfo | grep -q '^/run/oci-volume-hook' && fail "purge left staging mounts"

@@ -11,7 +11,8 @@ pub fn idmap(config: &Config, r: &mut Report) {
     let runtime =
         crate::runtime::find_runtime(&config.runtime, std::env::var_os("PATH").as_deref());
     let node = match &runtime {
-        Ok(rt) => idmap::node_support(rt),
+        // Asked afresh, not from the copy starts keep: doctor checks the runtime as it is.
+        Ok(rt) => idmap::node_support(rt, None),
         Err(e) => Err(format!("runtime {:?} not found: {e:#}", config.runtime)),
     };
     let fallback = |why: &str| {

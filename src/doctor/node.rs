@@ -57,6 +57,32 @@ pub fn config(opts: &Options, r: &mut Report) -> Config {
     }
 }
 
+/// On a node whose containerd runs pods: whether `host_sources` is set. Unset, a hostPath
+/// that is a tenant's link when containerd creates the container reaches the tool as the
+/// link's host target, in no chroot, and is mounted unchecked (SECURITY.md).
+pub fn host_sources(config: &Config, opts: &Options, r: &mut Report) {
+    match &config.host_sources {
+        None => r.problem(
+            "host_sources",
+            Verdict::Warn,
+            "containerd's CRI plugin is on and host_sources is unset: hostPath symlinks \
+             containerd resolves itself are unchecked (mounted wherever they lead on the host)",
+            format!(
+                "list the platform's host paths in host_sources in {} (README: Host sources)",
+                config_path(opts).display()
+            ),
+        ),
+        Some(list) => r.push(
+            "host_sources",
+            Verdict::Ok,
+            format!(
+                "{} host_sources entries: a bind source in no chroot must match one",
+                list.len()
+            ),
+        ),
+    }
+}
+
 /// Each pattern's base: exists, root's, not writable by others, no symlink on the way; and
 /// how many chroots it matches now.
 pub fn chroots(config: &Config, r: &mut Report) {

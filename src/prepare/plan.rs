@@ -164,7 +164,7 @@ impl Preparer<'_> {
             return Err("only the runtime wrapper can hand the runtime an idmapped mount".into());
         };
         self.node_idmap
-            .get_or_insert_with(|| idmap::node_support(&runtime))
+            .get_or_insert_with(|| idmap::node_support(&runtime, Some(&self.config.staging_dir)))
             .clone()?;
         let probe = match self.chroot_state(chroot, false) {
             Ok(Chroot::Open(root)) => match root.lookup_plain(rel) {

@@ -10,14 +10,17 @@ use crate::doctor::{Options, Report, Verdict};
 
 const CONTAINERD_FIX: &str = "oci-volume-hook configure containerd && systemctl restart containerd";
 
-pub fn containerd(opts: &Options, r: &mut Report) {
+/// Checks containerd's registration; returns whether its CRI plugin is on (a node running
+/// pods), as far as its configuration tells.
+pub fn containerd(opts: &Options, r: &mut Report) -> bool {
     let main = opts.host("/etc/containerd/config.toml");
     if !opts.has_binary("containerd") && !main.exists() {
-        return r.push(
+        r.push(
             "engine.containerd",
             Verdict::Skip,
             "containerd is not installed",
         );
+        return false;
     }
     let mut files = Vec::new();
     let config = match load_containerd(opts, &main, &mut files) {
@@ -28,15 +31,18 @@ pub fn containerd(opts: &Options, r: &mut Report) {
                 main.display(),
                 opts.wrapper.display()
             );
-            return r.problem("engine.containerd", Verdict::Fail, summary, CONTAINERD_FIX);
+            r.problem("engine.containerd", Verdict::Fail, summary, CONTAINERD_FIX);
+            // containerd's defaults run the CRI plugin.
+            return true;
         }
         Err(e) => {
-            return r.problem(
+            r.problem(
                 "engine.containerd",
                 Verdict::Fail,
                 format!("{e} (containerd refuses to start)"),
                 format!("repair it, then {CONTAINERD_FIX}"),
             );
+            return false;
         }
     };
     let plugin = match config.get("version").and_then(toml::Value::as_integer) {
@@ -55,12 +61,13 @@ pub fn containerd(opts: &Options, r: &mut Report) {
         .is_some_and(|d| d.iter().any(|p| p.as_str() == Some(plugin)));
     if disabled {
         let summary = format!("the CRI plugin {plugin} is disabled (disabled_plugins, in {read})");
-        return r.problem(
+        r.problem(
             "engine.containerd",
             Verdict::Fail,
             summary,
             format!("remove {plugin} from disabled_plugins, then {CONTAINERD_FIX}"),
         );
+        return false;
     }
     let handlers = handlers(&config, plugin, opts).join(", ");
     if handlers.is_empty() {
@@ -76,6 +83,7 @@ pub fn containerd(opts: &Options, r: &mut Report) {
         );
         r.push("engine.containerd", Verdict::Ok, summary);
     }
+    true
 }
 
 /// The CRI runtime handlers whose runc binary is the wrapper.

@@ -4,12 +4,14 @@
 //! - pass-through: `oci-volume-runtime --version` vs `runc --version`, for the statically
 //!   linked build the packages ship (goal <= 1.15x; built with `cargo build-static`) and
 //!   for the dynamic one cargo builds here;
-//! - container start with 32 prepared volumes in a chroot, every one pinned (race-free, the
-//!   default): `oci-volume-runtime run` vs `runc run` (goal <= 1.10x);
-//! - growth: `oci-volume-runtime run` with 256 race-free mounts vs 1 (goal <= 3x), and the
-//!   OCI hook mode's preparation alone, 256 vs 1.
+//! - container start with 32 volumes in a chroot, every one pinned (race-free, the
+//!   default): `oci-volume-runtime run` vs `runc run` (goal <= 1.10x), and with 256 (goal:
+//!   the wrapper's 256-volume start <= 1.5x its 32-volume one); all four in one interleaved
+//!   loop, with Debian 12's runc and again with Debian sid's (runc 1.3) when the sid tree
+//!   (tests/sid/tree.sh; `OCI_VOLUME_HOOK_SID_TREE`) is there;
+//! - the OCI hook mode's preparation alone, 256 mounts vs 1.
 //!
-//! Runs are interleaved so that drift on the machine hits both sides alike. Without
+//! Runs are interleaved so that drift on the machine hits every side alike. Without
 //! `--bench` (as under `cargo test --all-targets`) it makes a few runs of each, to prove the
 //! benchmark works, and checks no goal.
 
@@ -47,17 +49,8 @@ fn main() {
     let rootfs = d.join("bundle/rootfs");
     make_rootfs(&rootfs);
     let config = d.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "chroots = [\"{}/containerdata/*\"]\nstaging_dir = \"{0}/staging\"\nruntime = \"{}\"\n[log]\ntarget = \"file\"\nfile = \"{}/hook.log\"\n",
-            d.display(),
-            runc.display(),
-            d.display()
-        ),
-    )
-    .unwrap();
-    let (n_pass, n_start, n_hook) = if full { (300, 60, 200) } else { (3, 2, 3) };
+    write_config(&config, d, &runc);
+    let (n_pass, n_start, n_hook) = if full { (300, 80, 200) } else { (3, 2, 3) };
 
     // Pass-through: runc; the dynamic wrapper; env(1), a small dynamically linked C program
     // doing nothing but exec; a static one; the static wrapper — in one interleaved loop, so
@@ -86,54 +79,31 @@ fn main() {
     }
     let t = compare_all(n_pass, &mut sides);
     drop(sides);
-    let (pass, floor) = ((t[0], t[1]), (t[0], t[2]));
     let mut rest = t[3..].iter().map(|s| (t[0], *s));
     let floor_static = exec_c.as_ref().and_then(|_| rest.next());
     let pass_static = static_bin.as_ref().and_then(|_| rest.next());
-
-    // Container start with 32 prepared volumes, all pinned: in directories only root can
-    // change, then in a directory the tenant owns.
-    let start = start_case(
-        &runc,
-        &config,
-        d,
-        &rootfs,
-        &tenant.join("vols"),
-        "root",
-        32,
-        n_start,
-    );
-    let owned = tenant.join("owned");
-    std::fs::create_dir_all(&owned).unwrap();
-    std::os::unix::fs::chown(&owned, Some(100000), Some(100000)).unwrap();
-    let start_pinned = start_case(&runc, &config, d, &rootfs, &owned, "owned", 32, n_start);
-    // Growth of a race-free start: 256 pinned mounts against 1, both through the wrapper.
-    let start_1 = d.join("one");
-    let start_256 = d.join("many-start");
-    let wrap_1 = start_bundle(d, &rootfs, &start_1, "w1", 1);
-    let wrap_256 = start_bundle(d, &rootfs, &start_256, "w256", 256);
-    let state = d.join("state");
-    let state = state.to_str().unwrap();
-    let k = std::cell::Cell::new(0);
-    let growth_start = compare(
-        n_start,
-        || {
-            k.set(k.get() + 1);
-            wrapper(
-                &["--root", state, "run", &format!("g1-{}", k.get())],
-                &config,
-                &wrap_1,
-            )
+    let mut rows = vec![
+        match pass_static {
+            Some(t) => Row::goal(
+                "pass-through, static build: wrapper vs runc (--version)",
+                t,
+                1.15,
+            ),
+            None => Row::missing("pass-through, static build: not built (`cargo build-static`)"),
         },
-        || {
-            wrapper(
-                &["--root", state, "run", &format!("g256-{}", k.get())],
-                &config,
-                &wrap_256,
-            )
+        match floor_static {
+            Some(t) => Row::info("  (floor: a static C program exec'ing runc --version)", t),
+            None => Row::missing("  (floor: no C compiler)"),
         },
-    );
+        Row::info("  (the dynamic build: wrapper vs runc)", (t[0], t[1])),
+        Row::info(
+            "  (reference: env(1) exec'ing runc --version vs runc)",
+            (t[0], t[2]),
+        ),
+    ];
 
+    // Container starts, all sources pinned, with this host's runc.
+    rows.extend(start_rows(&runc, &config, d, &rootfs, n_start));
     // Preparation cost growth: 1 vs 256 prepared mounts.
     let doc = |n: usize| {
         let mounts: Vec<Value> = (0..n)
@@ -167,88 +137,217 @@ fn main() {
     assert!(run(&mut hook(&many)), "preparing 256 mounts");
     let growth = compare(n_hook, || hook(&one), || hook(&many));
 
+    rows.push(Row::info("hook mode, preparation alone: 256 vs 1", growth));
+    // Then with Debian sid's runc (1.3), last: this process's mount namespace gets sid's
+    // libraries from here on.
+    if let Some(sid_runc) = enter_sid() {
+        unmount_below(d);
+        let sid_config = d.join("config-sid.toml");
+        write_config(&sid_config, d, &sid_runc);
+        rows.extend(start_rows(&sid_runc, &sid_config, d, &rootfs, n_start));
+    }
+
     unmount_below(d);
     println!(
         "{:<58} {:>12} {:>12} {:>7} {:>6}",
         "benchmark (median of interleaved runs)", "baseline", "measured", "ratio", "goal"
     );
     let mut ok = true;
-    let no_static = (Duration::ZERO, Duration::ZERO);
-    for (name, (a, b), goal) in [
-        (
-            "pass-through, static build: wrapper vs runc (--version)",
-            pass_static.unwrap_or(no_static),
-            1.15,
-        ),
-        (
-            "  (floor: a static C program exec'ing runc --version)",
-            floor_static.unwrap_or(no_static),
-            f64::NAN,
-        ),
-        ("  (the dynamic build: wrapper vs runc)", pass, f64::NAN),
-        (
-            "  (reference: env(1) exec'ing runc --version vs runc)",
-            floor,
-            f64::NAN,
-        ),
-        (
-            "container start, 32 race-free volumes: wrapper vs runc",
-            start,
-            1.10,
-        ),
-        (
-            "  (the same, sources in a tenant-owned directory)",
-            start_pinned,
-            f64::NAN,
-        ),
-        (
-            "container start: 256 race-free mounts vs 1",
-            growth_start,
-            3.0,
-        ),
-        (
-            "  (hook mode, preparation alone: 256 vs 1)",
-            growth,
-            f64::NAN,
-        ),
-    ] {
-        if a.is_zero() {
-            println!("{name:<58} skipped: not built (`cargo build-static`; cc)");
-            continue;
-        }
-        let ratio = b.as_secs_f64() / a.as_secs_f64();
-        if goal.is_nan() {
-            println!(
-                "{name:<58} {:>10.2}ms {:>10.2}ms {ratio:>6.2}x",
-                ms(a),
-                ms(b)
-            );
-            continue;
-        }
-        ok &= ratio <= goal;
-        println!(
-            "{name:<58} {:>10.2}ms {:>10.2}ms {ratio:>6.2}x {goal:>5.2}x",
-            ms(a),
-            ms(b)
-        );
+    for row in &rows {
+        ok &= row.print();
     }
     if full && !ok {
         println!("some goals were missed");
     }
 }
 
-/// A bundle at `bundle` with `count` bind mounts of directories in `sources`, prepared by
-/// one unmeasured run through the wrapper.
-fn start_bundle(
-    d: &Path,
-    rootfs: &Path,
-    bundle: &Path,
-    sources_name: &str,
-    count: usize,
-) -> PathBuf {
-    let sources = d.join("containerdata/user-toto").join(sources_name);
-    write_start_bundle(rootfs, bundle, &sources, count);
-    bundle.to_path_buf()
+/// One line of the report: a ratio of two medians, against a goal or for information.
+struct Row {
+    name: String,
+    times: Option<(Duration, Duration)>,
+    goal: Option<f64>,
+}
+
+impl Row {
+    fn goal(name: impl Into<String>, times: (Duration, Duration), goal: f64) -> Row {
+        let (name, times, goal) = (name.into(), Some(times), Some(goal));
+        Row { name, times, goal }
+    }
+
+    fn info(name: impl Into<String>, times: (Duration, Duration)) -> Row {
+        let (name, times) = (name.into(), Some(times));
+        Row {
+            name,
+            times,
+            goal: None,
+        }
+    }
+
+    fn missing(name: impl Into<String>) -> Row {
+        let name = name.into();
+        Row {
+            name,
+            times: None,
+            goal: None,
+        }
+    }
+
+    /// Prints the line; false when a goal is missed.
+    fn print(&self) -> bool {
+        let name = &self.name;
+        let Some((a, b)) = self.times else {
+            println!("{name}");
+            return true;
+        };
+        let ratio = b.as_secs_f64() / a.as_secs_f64();
+        let line = format!(
+            "{name:<64} {:>10.2}ms {:>10.2}ms {ratio:>6.2}x",
+            ms(a),
+            ms(b)
+        );
+        match self.goal {
+            Some(goal) => println!("{line} {goal:>5.2}x"),
+            None => println!("{line}"),
+        }
+        self.goal.is_none_or(|goal| ratio <= goal)
+    }
+}
+
+fn write_config(path: &Path, d: &Path, runc: &Path) {
+    let text = format!(
+        "chroots = [\"{d}/containerdata/*\"]\nstaging_dir = \"{d}/staging\"\nruntime = \"{}\"\n[log]\ntarget = \"file\"\nfile = \"{d}/hook.log\"\n",
+        runc.display(),
+        d = d.display(),
+    );
+    std::fs::write(path, text).unwrap();
+}
+
+/// runc's first version line (`runc version 1.1.5`), for the report.
+fn runc_version(runc: &Path) -> String {
+    let out = Command::new(runc).arg("--version").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().next().unwrap_or("runc");
+    line.replace("runc version ", "runc ")
+}
+
+/// Container starts with every source pinned, `runc` behind the wrapper: 32 and 256 volumes
+/// in directories only root can change, wrapper and plain runc, the four in one interleaved
+/// loop; then 32 in a directory the tenant owns.
+fn start_rows(runc: &Path, config: &Path, d: &Path, rootfs: &Path, n: usize) -> Vec<Row> {
+    let version = runc_version(runc);
+    let tag: String = version.chars().filter(char::is_ascii_digit).collect();
+    let tenant = d.join("containerdata/user-toto");
+    let b32 = d.join(format!("bundle-{tag}-32"));
+    let b256 = d.join(format!("bundle-{tag}-256"));
+    write_start_bundle(rootfs, &b32, &tenant.join("vols"), 32);
+    write_start_bundle(rootfs, &b256, &tenant.join("many-start"), 256);
+    let state = d.join("state");
+    let state = state.to_str().unwrap();
+    let k = std::cell::Cell::new(0);
+    let id = |side: &str| {
+        k.set(k.get() + 1);
+        format!("bench-{tag}-{side}-{}", k.get())
+    };
+    let plain = |bundle: &Path, side: &str| {
+        let mut c = cmd(runc, &["--root", state, "run", &id(side)]);
+        c.current_dir(bundle);
+        c
+    };
+    let wrapped =
+        |bundle: &Path, side: &str| wrapper(&["--root", state, "run", &id(side)], config, bundle);
+    // One unmeasured run each prepares the sources (creation, ownership).
+    for b in [&b32, &b256] {
+        assert!(run(&mut wrapped(b, "prepare")), "preparing {}", b.display());
+    }
+    let t = compare_all(
+        n,
+        &mut [
+            Box::new(|| plain(&b32, "runc32")),
+            Box::new(|| wrapped(&b32, "wrap32")),
+            Box::new(|| plain(&b256, "runc256")),
+            Box::new(|| wrapped(&b256, "wrap256")),
+        ],
+    );
+    let owned = tenant.join("owned");
+    std::fs::create_dir_all(&owned).unwrap();
+    std::os::unix::fs::chown(&owned, Some(100000), Some(100000)).unwrap();
+    let owned_bundle = d.join(format!("bundle-{tag}-owned"));
+    write_start_bundle(rootfs, &owned_bundle, &owned, 32);
+    assert!(
+        run(&mut wrapped(&owned_bundle, "prepare")),
+        "preparing the owned case"
+    );
+    let owned = compare(
+        n,
+        || plain(&owned_bundle, "runc-owned"),
+        || wrapped(&owned_bundle, "wrap-owned"),
+    );
+    // The wrapper's own work, runc aside: the same starts with `true` as the runtime.
+    let true_config = d.join("config-true.toml");
+    write_config(&true_config, d, Path::new("/bin/true"));
+    let own = |bundle: &Path| wrapper(&["--root", state, "run", "own"], &true_config, bundle);
+    let t_own = compare_all(
+        n,
+        &mut [
+            Box::new(|| cmd(Path::new("/bin/true"), &[])),
+            Box::new(|| own(&b32)),
+            Box::new(|| own(&b256)),
+        ],
+    );
+    vec![
+        Row::goal(
+            format!("start, 32 race-free volumes, {version}: wrapper vs runc"),
+            (t[0], t[1]),
+            1.10,
+        ),
+        Row::info(
+            "  (the wrapper's own work, 32 volumes: true vs wrapper+true)",
+            (t_own[0], t_own[1]),
+        ),
+        Row::info("  (the same, sources in a tenant-owned directory)", owned),
+        Row::goal(
+            "  256 race-free volumes vs 32, through the wrapper",
+            (t[1], t[3]),
+            1.5,
+        ),
+        Row::info("  (reference: plain runc, 256 volumes vs 32)", (t[0], t[2])),
+        Row::info("  (256 race-free volumes: wrapper vs runc)", (t[2], t[3])),
+        Row::info(
+            "  (the wrapper's own work, 256 volumes: true vs wrapper+true)",
+            (t_own[0], t_own[2]),
+        ),
+    ]
+}
+
+/// Moves this process into a mount namespace of its own in which the sid tree's libraries
+/// are the system's, so that the tree's runc (which needs sid's glibc) runs, and returns that
+/// runc; `None` without the tree. The process is single-threaded here (unshare needs it).
+fn enter_sid() -> Option<PathBuf> {
+    use nix::mount::{MsFlags, mount};
+    let tree = std::env::var_os("OCI_VOLUME_HOOK_SID_TREE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/oci-volume-hook-sid"));
+    let runc = tree.join("usr/sbin/runc");
+    if !tree.join(".ready").exists() || !runc.exists() {
+        eprintln!(
+            "startup benchmark: no sid tree at {}: runc 1.3 skipped",
+            tree.display()
+        );
+        return None;
+    }
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).unwrap();
+    let none = None::<&str>;
+    mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+    let libs = "/usr/lib/x86_64-linux-gnu";
+    mount(
+        Some(&tree.join(&libs[1..])),
+        libs,
+        none,
+        MsFlags::MS_BIND,
+        none,
+    )
+    .unwrap();
+    Some(runc)
 }
 
 fn write_start_bundle(rootfs: &Path, bundle: &Path, sources: &Path, count: usize) {
@@ -268,54 +367,6 @@ fn write_start_bundle(rootfs: &Path, bundle: &Path, sources: &Path, count: usize
         serde_json::to_vec_pretty(&doc).unwrap(),
     )
     .unwrap();
-}
-
-/// `runc run` against `oci-volume-runtime run` for a bundle of `count` bind mounts of
-/// directories in `sources`, after one unmeasured run that prepares them.
-#[allow(clippy::too_many_arguments)]
-fn start_case(
-    runc: &Path,
-    config: &Path,
-    d: &Path,
-    rootfs: &Path,
-    sources: &Path,
-    name: &str,
-    count: usize,
-    n: usize,
-) -> (Duration, Duration) {
-    let bundle = d.join(format!("bundle-{name}"));
-    write_start_bundle(rootfs, &bundle, sources, count);
-    let state = d.join("state");
-    let state = state.to_str().unwrap();
-    let mut k = 0;
-    let mut id = || {
-        k += 1;
-        format!("bench-{name}-{k}")
-    };
-    assert!(
-        run(&mut wrapper(
-            &["--root", state, "run", &id()],
-            config,
-            &bundle
-        )),
-        "preparing the {name} case"
-    );
-    let (mut ids_a, mut ids_b): (Vec<String>, Vec<String>) = (0..n).map(|_| (id(), id())).unzip();
-    compare(
-        n,
-        || {
-            let mut c = cmd(runc, &["--root", state, "run", &ids_a.pop().unwrap()]);
-            c.current_dir(&bundle);
-            c
-        },
-        || {
-            wrapper(
-                &["--root", state, "run", &ids_b.pop().unwrap()],
-                config,
-                &bundle,
-            )
-        },
-    )
 }
 
 fn ms(d: Duration) -> f64 {
@@ -424,7 +475,11 @@ fn make_rootfs(rootfs: &Path) {
 }
 
 fn spec(mounts: Vec<Value>) -> Value {
-    let mut all = vec![json!({"destination": "/proc", "type": "proc", "source": "proc"})];
+    // /dev as engines give it: runc 1.3 makes its /dev symlinks there.
+    let mut all = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc"}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755", "size=64k"]}),
+    ];
     all.extend(mounts);
     json!({
         "ociVersion": "1.0.2",

@@ -21,12 +21,13 @@
 //! 4. Each action is applied through descriptors (`prepare/apply.rs`: creation with
 //!    `O_EXCL|O_NOFOLLOW`, `rmdir` of an empty directory, `fchownat` on the descriptor); each
 //!    plan comes back with the descriptor that was checked ([`prepare::Prepared`]).
-//! 5. [`staging::stage_private`] bind-mounts each descriptor at `<staging_dir>/<index>`;
+//! 5. [`staging::stage_private`] mounts a clone of each descriptor's mount
+//!    (open_tree/move_mount) at `<staging_dir>/<index>`;
 //!    [`sources::point_at`] edits config.json as a `serde_json::Value`
 //!    ([`spec::set_source`]); [`staging::show_config`] bind-mounts the edited document over
 //!    the bundle's config.json in that namespace only (the bundle's file is never written).
-//! 6. [`runtime::block_signals`], then [`runtime::supervise`] runs runc in that namespace
-//!    with the argv unchanged, passing signals on; the wrapper exits as runc did.
+//! 6. [`runtime::exec`] replaces the wrapper with runc, argv unchanged, in that namespace:
+//!    runc keeps the wrapper's pid, signals and descriptors, and the namespace dies with it.
 //!
 //! podman's precreate stage ([`precreate`]) and the OCI hook ([`hook`]) enter at step 3.
 

@@ -14,8 +14,8 @@ count (`run ID --bundle B` prepares B), -h/--help anywhere prints runc's help an
 nothing, and a create, run or restore whose bundle or id runc might read otherwise is refused. It
 prepares the bind-mount sources that lie in tenant chroots as oci-volume-hook(1)
 does, and pins every one: in a mount namespace of its own, the descriptor it checked is
-bind-mounted onto a root-only staging path and config.json names that path while runc runs
-as its child; then config.json is put back. Every other command (start, state, kill, delete,
+bind-mounted onto a root-only staging path, an edited config.json naming that path is
+bind-mounted over the bundle's (which is never written), and runc is exec'd there. Every other command (start, state, kill, delete,
 exec, --version...) execs the runtime at once: stdio, descriptors, exit status and signals
 are the runtime's, even when the configuration is broken. `--version` prints the runtime's
 lines unchanged, then the wrapper's own version line.

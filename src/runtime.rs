@@ -1,32 +1,16 @@
-//! The real runtime: finding it, exec'ing it, running it as a child with signals forwarded.
-//!
-//! Forwarding needs no signal handler: the signals an engine sends a runtime, and SIGCHLD,
-//! are blocked before the bundle's config.json is replaced, so none can kill the wrapper
-//! between the replacement and the put-back; the wrapper then takes them one by one with
-//! sigwait(2) and passes each on, until SIGCHLD says the runtime is gone.
+//! The real runtime: finding it and exec'ing it. The wrapper never stays as its parent: the
+//! runtime gets the wrapper's pid, signals, descriptors and exit status as they are, and the
+//! wrapper's mount namespace (the staging mounts, the edited config.json) with them.
 
 use std::ffi::OsString;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 
 use anyhow::{Result, bail};
-use nix::sys::signal::{SigSet, Signal, kill, raise};
-use nix::unistd::Pid;
 
 use crate::names::RUNTIME as BIN;
-
-/// The signals an engine sends a runtime that the wrapper passes on.
-const FORWARDED: [Signal; 7] = [
-    Signal::SIGTERM,
-    Signal::SIGINT,
-    Signal::SIGHUP,
-    Signal::SIGQUIT,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGWINCH,
-];
 
 /// Finds the runtime to exec: an absolute path, or a name on PATH — never this wrapper.
 pub fn find_runtime(name: &str, path_var: Option<&std::ffi::OsStr>) -> Result<PathBuf> {
@@ -66,86 +50,6 @@ pub fn find_runtime(name: &str, path_var: Option<&std::ffi::OsStr>) -> Result<Pa
 pub fn exec(runtime: &Path, args: &[OsString]) -> anyhow::Error {
     let err = Command::new(runtime).arg0(runtime).args(args).exec();
     anyhow::Error::new(err).context(format!("exec {}", runtime.display()))
-}
-
-/// Proof that the forwarded signals, SIGCHLD and SIGALRM are blocked on this thread (the wrapper's
-/// only one by then). They stay blocked until the process exits: one arriving after the
-/// runtime is gone must not cut short putting config.json back.
-pub struct Blocked(SigSet);
-
-/// Blocks the forwarded signals and SIGCHLD; one sent from now on waits, pending, until
-/// [`supervise`] passes it on.
-pub fn block_signals() -> Result<Blocked> {
-    let mut set = SigSet::empty();
-    for sig in FORWARDED {
-        set.add(sig);
-    }
-    set.add(Signal::SIGCHLD);
-    set.add(Signal::SIGALRM);
-    set.thread_block()
-        .map_err(|e| anyhow::Error::new(e).context("blocking signals"))?;
-    Ok(Blocked(set))
-}
-
-/// How the runtime child ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ended {
-    Exited(i32),
-    Killed(Signal),
-}
-
-/// Runs the runtime as a child with the argv unchanged (stdio and every inherited descriptor
-/// pass through; std gives it an empty signal mask), passes on every forwarded signal sent
-/// to the wrapper, and returns how it ended.
-pub fn supervise(runtime: &Path, args: &[OsString], signals: &Blocked) -> Result<Ended> {
-    let spawned = Command::new(runtime).arg0(runtime).args(args).spawn();
-    let mut child = spawned
-        .map_err(|e| anyhow::Error::new(e).context(format!("running {}", runtime.display())))?;
-    let pid = Pid::from_raw(child.id() as i32);
-    tick();
-    loop {
-        match signals.0.wait().map_err(|e| waiting(e.into()))? {
-            Signal::SIGCHLD | Signal::SIGALRM => match reap(&mut child)? {
-                Some(ended) => return Ok(ended),
-                None => tick(),
-            },
-            // Until the wrapper reaps it, the pid cannot name another process.
-            sig => drop(kill(pid, sig)),
-        }
-    }
-}
-
-/// A SIGALRM in a second: with SIGCHLD ignored (inherited from the engine as SIG_IGN) the
-/// kernel sends none, and the wrapper would wait for ever for a child already reaped.
-fn tick() {
-    nix::unistd::alarm::set(1);
-}
-
-/// The child's end, once it has ended (SIGCHLD also comes for a stop or a resume).
-fn reap(child: &mut Child) -> Result<Option<Ended>> {
-    let Some(status) = child.try_wait().map_err(waiting)? else {
-        return Ok(None);
-    };
-    Ok(Some(match (status.code(), status.signal()) {
-        (Some(code), _) => Ended::Exited(code),
-        (None, Some(sig)) => Signal::try_from(sig).map_or(Ended::Exited(128 + sig), Ended::Killed),
-        _ => Ended::Exited(1),
-    }))
-}
-
-fn waiting(e: std::io::Error) -> anyhow::Error {
-    anyhow::Error::new(e).context("waiting for the runtime")
-}
-
-/// Dies of `sig`, as the runtime child did, so that the engine sees the same wait status;
-/// returns 128 + sig if the signal does not kill (its disposition is not the default one).
-pub fn die_like(sig: Signal) -> i32 {
-    let mut one = SigSet::empty();
-    one.add(sig);
-    // Raised while blocked it is pending; unblocking delivers it before the call returns.
-    let _ = raise(sig);
-    let _ = one.thread_unblock();
-    128 + sig as i32
 }
 
 #[cfg(test)]

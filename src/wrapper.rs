@@ -1,6 +1,6 @@
 //! `oci-volume-runtime`: a runc-compatible wrapper. For `create`, `run` and `restore` it
 //! prepares the bundle's bind-mount sources, then execs the real runtime with the argv
-//! unchanged; every other subcommand execs the runtime at once (`--version` runs it as a
+//! unchanged (in the wrapper's own mount namespace when sources are staged); every other subcommand execs the runtime at once (`--version` runs it as a
 //! child, to add the wrapper's own line after the runtime's).
 
 use std::ffi::OsString;
@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use crate::config::{Config, ENV_PATH, Pin};
 use crate::logging::{self, RuntimeLog, Sink};
 use crate::runc_args::{self, Invocation};
-use crate::runtime::{self, Ended, find_runtime};
+use crate::runtime::{self, find_runtime};
 use crate::sources;
 use crate::spec;
 use crate::staging;
@@ -96,15 +96,10 @@ fn create(inv: &Invocation, args: &[OsString], runtime_log: Option<&RuntimeLog>)
     let _span = tracing::info_span!("container", id = %id).entered();
     match prepare_bundle(&config, inv, &runtime) {
         Err(e) => fail(runtime_log, sink, &e),
-        Ok(None) => exec(&runtime, args, runtime_log, sink),
         // The staging mounts and the edited config.json live in this process's own mount
-        // namespace: run the runtime in it as a child, and end as it did (dying of its
-        // signal included).
-        Ok(Some(signals)) => match runtime::supervise(&runtime, args, &signals) {
-            Ok(Ended::Exited(code)) => code,
-            Ok(Ended::Killed(sig)) => runtime::die_like(sig),
-            Err(e) => fail(runtime_log, sink, &e),
-        },
+        // namespace, which the runtime keeps: they go when it (and what it started there)
+        // is gone. Its pid, signals, descriptors and exit status are the wrapper's.
+        Ok(()) => exec(&runtime, args, runtime_log, sink),
     }
 }
 
@@ -122,13 +117,8 @@ fn config_path_hint() -> String {
 /// Prepares the bundle's sources. When config.json must change (pinned sources, sources
 /// rewritten to their path inside the chroot), moves this process into a mount namespace of
 /// its own holding the staging mounts and the edited document shown over the bundle's
-/// config.json, and returns the signals blocked for [`runtime::supervise`]. The bundle's
-/// file is never written.
-fn prepare_bundle(
-    config: &Config,
-    inv: &Invocation,
-    runtime: &Path,
-) -> Result<Option<runtime::Blocked>> {
+/// config.json. The bundle's file is never written.
+fn prepare_bundle(config: &Config, inv: &Invocation, runtime: &Path) -> Result<()> {
     let bundle = match inv.bundle() {
         Some(b) => b.to_path_buf(),
         None => std::env::current_dir().context("working directory")?,
@@ -145,7 +135,7 @@ fn prepare_bundle(
     }
     let prepared = sources::prepare(config, &view, &mut doc, Some(runtime))?;
     if prepared.pins.is_empty() && doc == before {
-        return Ok(None);
+        return Ok(());
     }
     if !moved {
         staging::private_namespace(base)?;
@@ -158,9 +148,7 @@ fn prepare_bundle(
     let staged = staging::stage_private(base, &pins, bytes.len())?;
     sources::point_at(&mut doc, &staged, base)?;
     let edited = serde_json::to_vec(&doc)?;
-    staging::show_config(base, &bundle, &edited, read)?;
-    // From here an engine's signals wait for the runtime, which they are passed on to.
-    runtime::block_signals().map(Some)
+    staging::show_config(base, &bundle, &edited, read)
 }
 
 /// Reports a failure: one line on stderr (the one line an engine shows), the log, and

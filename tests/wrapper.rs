@@ -226,11 +226,11 @@ fn argv_stdio_and_exit_status_are_the_runtimes() {
     assert_one_line_error(&o, "oci-volume-runtime", &["itself"]);
 }
 
-/// A stand-in runtime run as the wrapper's child (a pinned source makes the wrapper
-/// supervise it rather than exec): it starts with no signal blocked, although the wrapper
-/// blocks the ones it forwards.
+/// A stand-in runtime exec'd by the wrapper after staging a pinned source: it is the
+/// wrapper's very process (same pid, the engine's signals reach it directly) and starts with
+/// no signal blocked.
 #[test]
-fn the_supervised_runtime_starts_with_no_signal_blocked() {
+fn the_runtime_is_the_wrappers_own_process_with_no_signal_blocked() {
     if !root_or_skip("wrapper_sigmask") {
         return;
     }
@@ -238,7 +238,7 @@ fn the_supervised_runtime_starts_with_no_signal_blocked() {
     let fake = f.path().join("fake-runtime");
     std::fs::write(
         &fake,
-        "#!/bin/sh\ngrep -c /staging/ config.json\nexec grep '^SigBlk:' /proc/self/status\n",
+        "#!/bin/sh\ngrep -c /staging/ config.json\ncat /proc/$PPID/comm\nexec grep '^SigBlk:' /proc/self/status\n",
     )
     .unwrap();
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -248,13 +248,20 @@ fn the_supervised_runtime_starts_with_no_signal_blocked() {
     let b = f.bundle("b");
     let doc = runc_config("true", vec![bind(&t.join("vol"), "/v", true)], None);
     write_config_json(&b, &doc);
-    let o = wrapper(&f, &b, &["run", "ovh-mask"]);
+    // Through sh: the runtime's parent must be sh itself, not a wrapper left in between.
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{} run ovh-mask; :", wrapper_bin()))
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .current_dir(&b)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
-    // The runtime read a config.json pointing at the staging mount (it was supervised);
-    // then (exec keeps the mask) its own mask.
+    // The runtime read a config.json pointing at the staging mount; its parent is the
+    // shell; then (exec keeps the mask) its own mask.
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "1\nSigBlk:\t0000000000000000\n"
+        "1\nsh\nSigBlk:\t0000000000000000\n"
     );
     let after: Value =
         serde_json::from_slice(&std::fs::read(b.join("config.json")).unwrap()).unwrap();
@@ -262,9 +269,9 @@ fn the_supervised_runtime_starts_with_no_signal_blocked() {
     assert_eq!(f.staging_left(), (vec![], vec![]));
 }
 
-/// The wrapper supervising `runc run` passes an engine's SIGTERM on: the container's
-/// process gets it (its trap runs), runc exits as the container did, and so does the
-/// wrapper, with config.json back as it was.
+/// An engine's SIGTERM to the wrapper's pid reaches `runc run` (the wrapper exec'd it after
+/// staging): the container's process gets it (its trap runs), runc exits as the container
+/// did, and config.json is as it was.
 #[test]
 fn a_sigterm_to_the_wrapper_reaches_the_container() {
     let Some(runc) = engine("wrapper_sigterm", "runc") else {

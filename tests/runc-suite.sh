@@ -28,9 +28,6 @@ declare -A SKIPPED=(
 # create/run path the other files cover. RUNC_SUITE_FILES=all runs them.
 declare -A SLOW=(
   [events.bats]="runc events (passed straight through), 22 s of sleeps"
-  # runc 1.3.6: "update cpuset parameters via resources.CPU" is refused by the wrapper
-  # (config.json's linux.resources."CPU": src/go_json.rs refuses every OCI key spelled other
-  # than its field, even in parts the tool never reads), so RUNC_SUITE_FILES=all loses 1 there.
   [update.bats]="runc update (passed straight through), 26 s"
   [exec.bats]="runc exec (passed straight through), 17 s"
   [cgroups.bats]="cgroup limits runc applies after the wrapper, 13 s"

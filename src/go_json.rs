@@ -8,7 +8,8 @@
 //! runc mounts the other. [`parse`] builds the `serde_json::Value` in one pass and refuses,
 //! as it goes, any object holding a key twice, and any key of an OCI struct that is not
 //! spelled as the field Go would put it in. Maps (`annotations`, `linux.sysctl`...) are read
-//! by Go with exact keys: only their duplicates are refused.
+//! by Go with exact keys: only their duplicates are refused. `linux.resources`, which the tool
+//! never reads and passes on in order, is runc's alone: only its duplicates are refused.
 
 use std::cell::RefCell;
 use std::fmt;
@@ -323,87 +324,6 @@ static PROCESS: Shape = Struct(&[
         &Struct(&[("initial", &Any), ("final", &Any)]),
     ),
 ]);
-static RESOURCES: Shape = {
-    static WEIGHT_DEVICES: Shape = Array(&Struct(&[
-        ("major", &Any),
-        ("minor", &Any),
-        ("weight", &Any),
-        ("leafWeight", &Any),
-    ]));
-    static THROTTLE: Shape = Array(&Struct(&[("major", &Any), ("minor", &Any), ("rate", &Any)]));
-    Struct(&[
-        (
-            "devices",
-            &Array(&Struct(&[
-                ("allow", &Any),
-                ("type", &Any),
-                ("major", &Any),
-                ("minor", &Any),
-                ("access", &Any),
-            ])),
-        ),
-        (
-            "memory",
-            &Struct(&[
-                ("limit", &Any),
-                ("reservation", &Any),
-                ("swap", &Any),
-                ("kernel", &Any),
-                ("kernelTCP", &Any),
-                ("swappiness", &Any),
-                ("disableOOMKiller", &Any),
-                ("useHierarchy", &Any),
-                ("checkBeforeUpdate", &Any),
-            ]),
-        ),
-        (
-            "cpu",
-            &Struct(&[
-                ("shares", &Any),
-                ("quota", &Any),
-                ("burst", &Any),
-                ("period", &Any),
-                ("realtimeRuntime", &Any),
-                ("realtimePeriod", &Any),
-                ("cpus", &Any),
-                ("mems", &Any),
-                ("idle", &Any),
-            ]),
-        ),
-        ("pids", &Struct(&[("limit", &Any)])),
-        (
-            "blockIO",
-            &Struct(&[
-                ("weight", &Any),
-                ("leafWeight", &Any),
-                ("weightDevice", &WEIGHT_DEVICES),
-                ("throttleReadBpsDevice", &THROTTLE),
-                ("throttleWriteBpsDevice", &THROTTLE),
-                ("throttleReadIOPSDevice", &THROTTLE),
-                ("throttleWriteIOPSDevice", &THROTTLE),
-            ]),
-        ),
-        (
-            "hugepageLimits",
-            &Array(&Struct(&[("pageSize", &Any), ("limit", &Any)])),
-        ),
-        (
-            "network",
-            &Struct(&[
-                ("classID", &Any),
-                (
-                    "priorities",
-                    &Array(&Struct(&[("name", &Any), ("priority", &Any)])),
-                ),
-            ]),
-        ),
-        (
-            "rdma",
-            &M(&Struct(&[("hcaHandles", &Any), ("hcaObjects", &Any)])),
-        ),
-        ("unified", &M(&Any)),
-    ])
-};
 static SECCOMP: Shape = Struct(&[
     ("defaultAction", &Any),
     ("defaultErrnoRet", &Any),
@@ -433,7 +353,10 @@ static LINUX: Shape = Struct(&[
     ("uidMappings", &ID_MAPPINGS),
     ("gidMappings", &ID_MAPPINGS),
     ("sysctl", &M(&Any)),
-    ("resources", &RESOURCES),
+    // Never read by the tool, and passed on in its order: runc alone reads it, so a key Go
+    // folds onto a field (runc's own update.bats writes `"CPU"`) cannot make the tool and
+    // runc disagree. Exact duplicates are still refused (serde_json keeps one of them).
+    ("resources", &Any),
     ("cgroupsPath", &Any),
     (
         "namespaces",
@@ -603,6 +526,19 @@ mod tests {
             e,
             r#"key mounts[0]."Source" is not spelled as the OCI field "source": runc would read it as mounts[0].source"#
         );
+    }
+
+    /// runc 1.3.6's update.bats runs a container whose config.json has
+    /// `linux.resources."CPU"`; the tool never reads resources, so the key is left for runc
+    /// (refused before). A key given twice there is still refused.
+    #[test]
+    fn resources_are_runcs_alone_but_duplicates_still_refused() {
+        let doc = r#"{"linux":{"resources":{"CPU":{"cpus":"0"},"Memory":{"limit":1}}}}"#;
+        let ours = parse(doc.as_bytes(), &CONFIG).unwrap();
+        assert_eq!(serde_json::to_string(&ours).unwrap(), doc);
+        refusal(r#"{"linux":{"resources":{"cpu":{"cpus":"0"},"cpu":{"cpus":"1"}}}}"#);
+        let e = refusal(r#"{"linux":{"Resources":{}}}"#);
+        assert!(e.contains("\"Resources\" is not spelled"), "{e}");
     }
 
     #[test]

@@ -72,6 +72,13 @@ pub enum Refusal {
         "would need {needs}, but annotation io.oci-volume-hook.enabled=\"false\" turns creation, repair and ownership off for this container"
     )]
     DisabledByAnnotation { needs: &'static str },
+    /// The source lies in the rootfs where an earlier mount of the same container lands:
+    /// runc would mount what that mount shows there, not the path the tool checked.
+    #[error(
+        "lies in the rootfs below the destination of an earlier mount ({}): runc would mount what that mount shows there, which cannot be checked or pinned",
+        .destination.display()
+    )]
+    UnderEarlierMount { destination: PathBuf },
     #[error("{what}: {errno}")]
     Io { what: &'static str, errno: Errno },
 }

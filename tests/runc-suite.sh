@@ -33,6 +33,21 @@ declare -A SLOW=(
   [cgroups.bats]="cgroup limits runc applies after the wrapper, 13 s"
   [seccomp-notify.bats]="seccomp agent (runc's own), 25 s"
 )
+# Tests expected to pass with runc and not through the wrapper in one run, each a refusal the
+# wrapper makes on purpose (test name -> why). Reported, never counted as lost.
+declare -A EXPECTED=(
+  # runc 1.3 mounts.bats: a bind source "$rootfs/mnt/x" below an earlier mount's destination
+  # (/mnt), which runc resolves through the mounts it has already made (and, with rbind,
+  # with their submounts). Under the chroot pattern that source is in a chroot, and what runc
+  # would mount is whatever the earlier mounts show there: tenant content the tool cannot
+  # check or pin (a symlink in an earlier mount's source would be followed on the host).
+  # The wrapper refuses it in one line (before: it created an empty directory on the host
+  # and the container saw that). Without the chroot pattern the tests pass.
+  ["chroots mounts.bats: runc run [mount order, container bind-mount source]"]="source below an earlier mount"
+  ["chroots mounts.bats: runc run [mount order, container bind-mount source] (userns)"]="source below an earlier mount"
+  ["chroots mounts.bats: runc run [mount order, container idmap source]"]="source below an earlier mount"
+  ["chroots mounts.bats: runc run [mount order, container idmap source] (userns)"]="source below an earlier mount"
+)
 # The run with a chroot pattern covering the suite: the files whose containers have bind
 # mounts, user namespaces or bundles given by path.
 CHROOT_FILES="mounts.bats mounts_recursive.bats userns.bats cwd.bats create.bats run.bats
@@ -118,7 +133,11 @@ build_helpers() {
 build_helpers
 
 # The busybox image, from busybox-static instead of a download; no Debian image (its tests
-# fail in every run).
+# fail in every run). The applets are hard links to the image's own busybox, as in the real
+# image: never symlinks to /bin/busybox, which a test acting on rootfs/bin/NAME from the host
+# resolves to the host's busybox (start_hello.bats chowns and `chmod go-x`es rootfs/bin/echo:
+# with symlinks that took go+x off the shared sid tree's /usr/bin/busybox).
+images_format=hardlinks
 make_images() {
   local img=$cache/busybox-rootfs a
   rm -rf "$img"
@@ -126,7 +145,7 @@ make_images() {
   chmod 1777 "$img/tmp"
   install -m 0755 /bin/busybox "$img/bin/busybox"
   for a in $(/bin/busybox --list-full); do
-    [ -e "$img/$a" ] || ln -s /bin/busybox "$img/$a"
+    [ -e "$img/$a" ] || ln "$img/bin/busybox" "$img/$a"
   done
   cat >"$img/etc/passwd" <<'EOF'
 root:x:0:0:root:/root:/bin/sh
@@ -142,6 +161,7 @@ EOF
   printf '%s\n' root:x:0: daemon:x:1: bin:x:2: sys:x:3: adm:x:4: tty:x:5: disk:x:6: \
     mail:x:8: wheel:x:10:root users:x:100: www-data:x:33: nogroup:x:65534: >"$img/etc/group"
   tar -C "$img" -cf "$integ/testdata/busybox.tar" .
+  echo "$images_format" >"$cache/images-format"
   cat >"$integ/get-images.sh" <<EOF
 #!/bin/bash
 # Replaced by $me: no network; busybox from busybox-static.
@@ -149,7 +169,8 @@ echo BUSYBOX_IMAGE=$integ/testdata/busybox.tar
 echo DEBIAN_IMAGE=$integ/testdata/no-debian-image.tar
 EOF
 }
-[ -f "$integ/testdata/busybox.tar" ] || make_images
+[ -f "$integ/testdata/busybox.tar" ] && [ "$(cat "$cache/images-format" 2>/dev/null)" = "$images_format" ] ||
+  make_images
 
 work=$(mktemp -d /var/tmp/ovh-runc-suite.XXXXXX)
 chmod 755 "$work"
@@ -161,6 +182,16 @@ remove_work() {
   rm -rf "$work"
 }
 [ -n "${RUNC_SUITE_KEEP:-}" ] || trap remove_work EXIT
+
+# runc 1.2+ has files whose every test starts from the Debian image (setup_debian), which is
+# not here: they fail at set-up in every run, and some wait out the per-file limit after their
+# last test (a recvtty that never got its socket), 6 minutes a run with runc 1.3.6.
+for f in $(cd "$integ" && ls ./*.bats); do
+  f=${f#./}
+  awk '/^function setup\(\)/ { s = 1 } s && /^[[:space:]]*setup_debian$/ { found = 1 } s && /^}/ { s = 0 }
+       END { exit !found }' "$integ/$f" || continue
+  [ -n "${SKIPPED[$f]:-}" ] || SKIPPED[$f]="needs the Debian image (setup_debian)"
+done
 
 files=()
 for f in $(cd "$integ" && ls ./*.bats); do
@@ -174,20 +205,46 @@ for f in $(cd "$integ" && ls ./*.bats); do
   files+=("$f")
 done
 
-# One run: each file with bats (TAP) in a pseudo-terminal (the tests with terminal: true need
-# one, as in runc's CI), each bounded; one "file: name<TAB>ok|fail|skip" per test.
+# Orphans (the init of a `run -d` container without a PID namespace, once killed) go to the
+# nearest subreaper: on this VM PID 1 reaps them only after a second or more, and the "[host
+# pidns + init gone]" tests, which wait 2 s for the pids to vanish, fail at random with runc
+# alone. tini-static (a docker.io dependency on Debian 12 and sid) as a subreaper reaps at once.
+reaper=()
+if tini=$(command -v tini-static); then reaper=("$tini" -s --); fi
+
+# One file with bats (TAP, into $4) in a pseudo-terminal (the tests with terminal: true need
+# one, as in runc's CI), bounded, in run $1's settings (temp dir, runtime, config); with $5,
+# only the tests whose name matches that regex.
+run_file() {
+  local name=$1 f=$3 tap=$4 cmd
+  cmd="bats -t ${5:+-f $(printf %q "$5")} $f >$(printf %q "$tap") 2>&1"
+  (cd "$integ" && TMPDIR=$work/tmp-$name RUNC=$2 OCI_VOLUME_HOOK_CONFIG=$work/$name.toml \
+    timeout -k 5 "$per_file" "${reaper[@]}" script -qec "$cmd" /dev/null </dev/null >/dev/null 2>&1) || true
+}
+# "file: name<TAB>ok|fail|skip" per test of a TAP file.
+tap_results() {
+  awk -v f="$1" '
+    /^ok / { sub(/^ok [0-9]+ /, ""); r = "ok"; if ($0 ~ / # skip/) { sub(/ # skip.*/, ""); r = "skip" } print f ": " $0 "\t" r }
+    /^not ok / { sub(/^not ok [0-9]+ /, ""); sub(/ # .*/, ""); print f ": " $0 "\tfail" }' "$2"
+}
+# One run: every file; one result line per test, and each file's seconds.
 run_suite() {
-  local name=$1 runtime=$2 tmp=$work/tmp-$1 f
+  local name=$1 runtime=$2 f t0
   shift 2
-  mkdir -p "$tmp" "$work/$name"
+  mkdir -p "$work/tmp-$name" "$work/$name"
   for f in "$@"; do
-    (cd "$integ" && TMPDIR=$tmp RUNC=$runtime timeout -k 5 "$per_file" \
-      script -qec "bats -t $f >'$work/$name/$f.tap' 2>&1" /dev/null </dev/null >/dev/null 2>&1) || true
-    awk -v f="$f" '
-      /^ok / { sub(/^ok [0-9]+ /, ""); r = "ok"; if ($0 ~ / # skip/) { sub(/ # skip.*/, ""); r = "skip" } print f ": " $0 "\t" r }
-      /^not ok / { sub(/^not ok [0-9]+ /, ""); sub(/ # .*/, ""); print f ": " $0 "\tfail" }' \
-      "$work/$name/$f.tap"
+    t0=$SECONDS
+    run_file "$name" "$runtime" "$f" "$work/$name/$f.tap"
+    tap_results "$f" "$work/$name/$f.tap"
+    echo "$f $((SECONDS - t0))" >>"$work/$name.times"
   done >"$work/$name.results"
+}
+# Whether test $3 ("file: name") passes in run $1 with runtime $2 when run again, alone.
+passes_again() {
+  local f=${3%%: *} name=${3#*: } tap
+  tap=$(mktemp "$work/retry.XXXXXX")
+  run_file "$1" "$2" "$f" "$tap" "^$(sed 's/[][\.*^$()+?{}|]/\\&/g' <<<"$name")\$"
+  tap_results "$f" "$tap" | grep -qxF "$3"$'\tok'
 }
 
 config() {
@@ -207,13 +264,16 @@ for f in "${files[@]}"; do
   case " $(echo $CHROOT_FILES) " in *" $f "*) chroot_files+=("$f") ;; esac
 done
 
+# The suite must leave the machine (or the shared sid tree it runs in) as it found it: the
+# busybox its image comes from is the file a stray host-side chmod would reach.
+host_busybox=$(stat -Lc '%A %u:%g' /bin/busybox)
 start=$(date +%s)
 run_suite runc "$runc" "${files[@]}"
 config wrapper ""
-OCI_VOLUME_HOOK_CONFIG=$work/wrapper.toml run_suite wrapper "$wrapper" "${files[@]}"
+run_suite wrapper "$wrapper" "${files[@]}"
 # Each bats run directory (holding every test's bundle, state and volumes) is one chroot.
 config chroots "\"$work/tmp-chroots/*\""
-OCI_VOLUME_HOOK_CONFIG=$work/chroots.toml run_suite chroots "$wrapper" "${chroot_files[@]}"
+run_suite chroots "$wrapper" "${chroot_files[@]}"
 elapsed=$(($(date +%s) - start))
 
 count() { awk -F'\t' -v r="$2" '$2 == r' "$work/$1.results" | wc -l; }
@@ -226,6 +286,30 @@ for run in wrapper chroots; do
   while IFS= read -r t; do
     [ -n "$t" ] || continue
     grep -qxF "${t%%: *}" <<<"$ran" || continue
+    if [ -n "${EXPECTED["$run $t"]:-}" ]; then
+      echo "$me: refused by design ($run): $t (${EXPECTED["$run $t"]})"
+      continue
+    fi
+    # A test failing once may be flaky with runc itself (runc 1.3.6's "timens with no
+    # offsets" reads a NUL first on this kernel, at random): run it again, alone, up to 3
+    # times through the wrapper and with runc. Lost: never passes through the wrapper, and
+    # passes with runc.
+    again=
+    for _ in 1 2 3; do
+      if passes_again "$run" "$wrapper" "$t"; then again=wrapper; break; fi
+    done
+    if [ -z "$again" ]; then
+      for _ in 1 2 3; do
+        if passes_again runc "$runc" "$t"; then again=runc; break; fi
+      done
+      if [ -z "$again" ]; then
+        echo "$me: flaky with runc alone ($run): $t (failed 3 more times with runc and through the wrapper)"
+        continue
+      fi
+    else
+      echo "$me: flaky ($run): $t (passed through the wrapper when run again)"
+      continue
+    fi
     echo "$me: LOST ($run): $t"
     grep -F -A25 "${t#*: }" "$work/$run/${t%%: *}.tap" | sed 's/^/    /'
     lost=$((lost + 1))
@@ -238,6 +322,10 @@ for run in runc wrapper chroots; do
   echo "runc-suite: $run: $(count "$run" ok) ok, $(count "$run" fail) not ok, $(count "$run" skip) skipped"
 done
 echo "runc-suite: wrapper log lines under the chroot pattern: ${prepared:-0}"
+if [ "$(stat -Lc '%A %u:%g' /bin/busybox)" != "$host_busybox" ]; then
+  echo "runc-suite: /bin/busybox changed during the suite: $host_busybox -> $(stat -Lc '%A %u:%g' /bin/busybox)" >&2
+  exit 1
+fi
 if [ "$lost" -gt 0 ]; then
   echo "runc-suite: $lost test(s) lost through the wrapper" >&2
   exit 1

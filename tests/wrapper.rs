@@ -588,3 +588,65 @@ fn restore_is_prepared_and_pinned_like_create() {
     assert_eq!(after, doc);
     assert_eq!(f.staging_left(), (vec![], vec![]));
 }
+
+/// A source in the rootfs below an earlier mount's destination names the container's mount
+/// tree: runc resolves it after that mount is made (runc 1.3's mounts.bats builds trees this
+/// way), so it mounts what the earlier mount shows there. The host path is not what runc
+/// mounts; creating and pinning it handed the container an empty directory instead (fails on
+/// the code before: the wrapper made `rootfs/mnt/x` on the host and `cat` found nothing).
+/// Refused in one line, nothing created.
+#[test]
+fn a_source_below_an_earlier_mount_in_the_rootfs_is_refused_not_replaced() {
+    let Some(runc) = engine("wrapper_mount_order", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-order");
+    std::fs::create_dir_all(t.join("vol/x")).unwrap();
+    std::fs::write(t.join("vol/x/FILE"), "from vol\n").unwrap();
+    // The bundle (and so the rootfs) lies in the chroot, as with runc's own suite under a
+    // chroot pattern covering its temp directories.
+    let b = f.bundle("containerdata/user-order/b");
+    let rootfs = b.join("rootfs");
+    let doc = runc_config(
+        "cat /final/FILE",
+        vec![
+            bind(&t.join("vol"), "/mnt", true),
+            bind(&rootfs.join("mnt/x"), "/final", true),
+        ],
+        None,
+    );
+    write_config_json(&b, &doc);
+
+    // runc alone: the second source is read through the first mount.
+    let o = runc_run(&runc, &b, "ovh-order-0");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "from vol\n",
+        "{}",
+        stderr(&o)
+    );
+
+    let state = b.join("state");
+    let o = wrapper(
+        &f,
+        &b,
+        &["--root", state.to_str().unwrap(), "run", "ovh-order-1"],
+    );
+    assert!(
+        o.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    assert_one_line_error(
+        &o,
+        "oci-volume-runtime",
+        &[
+            "mount /final (source ",
+            "below the destination of an earlier mount (/mnt)",
+        ],
+    );
+    assert!(!rootfs.join("mnt/x").exists(), "the wrapper created it");
+    assert!(!state.join("ovh-order-1").exists(), "runc was not called");
+}

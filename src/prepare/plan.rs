@@ -42,7 +42,13 @@ impl Preparer<'_> {
         );
         Ok(match place {
             Err(r) => host(Action::Refuse(r.into()), ""),
-            Ok(Place::Inside(inside)) => self.plan_chroot_mount(b, inside, settings)?,
+            Ok(Place::Inside(inside)) => match self.covering_mount(b) {
+                Some(destination) => host(
+                    Action::Refuse(Refusal::UnderEarlierMount { destination }),
+                    "",
+                ),
+                None => self.plan_chroot_mount(b, inside, settings)?,
+            },
             Ok(Place::Chroot(_)) => host(Action::Nothing, "source is a chroot itself"),
             Ok(Place::Outside) => match self.config.host_sources.as_deref() {
                 None => host(Action::Nothing, "source is in no chroot"),
@@ -57,6 +63,31 @@ impl Preparer<'_> {
                 }
             },
         })
+    }
+
+    /// The destination of an earlier mount of this container that covers `b`'s source: a
+    /// source in the rootfs at or below where that mount lands. runc resolves sources in a
+    /// mount namespace where the earlier mounts are already made (runc 1.3's suite builds
+    /// mount trees this way), so it would mount what that mount shows there — content the
+    /// host path, which is all the tool can check and pin, does not name. A destination
+    /// already starting with the rootfs is the host path itself, as runc reads it.
+    fn covering_mount(&self, b: &BindMount) -> Option<PathBuf> {
+        let rootfs = self.view.rootfs.as_deref()?;
+        let under = |dest: &Path| -> bool {
+            let host = if dest.starts_with(rootfs) {
+                dest.to_path_buf()
+            } else {
+                rootfs.join(dest.strip_prefix("/").unwrap_or(dest))
+            };
+            b.source.starts_with(host)
+        };
+        let binds = self.view.binds.iter().map(|m| (m.index, &m.destination));
+        let others = self.view.others.iter().map(|(i, d, _)| (*i, d));
+        binds
+            .chain(others)
+            .filter(|(i, d)| *i < b.index && under(d))
+            .min_by_key(|(i, _)| *i)
+            .map(|(_, d)| d.clone())
     }
 
     fn plan_chroot_mount(

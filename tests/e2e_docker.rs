@@ -64,20 +64,7 @@ fn docker_with_the_wrapper_gets_prepared_volumes() {
     let remapped = daemons::dockremap_root();
     let run = |runtime: &str, volume: &Path, dest: &str, script: &str| {
         let v = format!("{}:{dest}", volume.display());
-        d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            runtime,
-            "-v",
-            &v,
-            "ovh-test:latest",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
+        d.docker_sh(runtime, &v, "ovh-test:latest", script)
     };
 
     // 1. -v onto a file of the image: dockerd makes a directory, runc fails.
@@ -316,20 +303,7 @@ fn docker_userns_remap_gets_a_root_owned_volume_by_idmapped_mount() {
         std::fs::write(f.log_path(), "").unwrap();
         let v = format!("{}:/data", volume.display());
         let start = Instant::now();
-        let o = d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            "ovh",
-            "-v",
-            &v,
-            "ovh-test:latest",
-            "/bin/sh",
-            "-c",
-            script,
-        ]);
+        let o = d.docker_sh("ovh", &v, "ovh-test:latest", script);
         (o, start.elapsed())
     };
     let (o, big) = run(&data);

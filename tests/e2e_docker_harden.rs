@@ -28,20 +28,7 @@ fn docker_refuses_the_chroot_base_and_starts_a_new_tenant() {
     let rootfs = f.bundle("img").join("rootfs");
     d.import(&rootfs, "ovh-harden:latest");
     let run = |runtime: &str, volume: &str, script: &str| {
-        d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            runtime,
-            "-v",
-            volume,
-            "ovh-harden:latest",
-            "/bin/sh",
-            "-c",
-            script,
-        ])
+        d.docker_sh(runtime, volume, "ovh-harden:latest", script)
     };
     let t = f.tenant("user-dd");
     let titi = f.tenant("user-titi");

@@ -85,20 +85,7 @@ fn a_broken_config_never_stops_containers_from_stopping_and_going_away() {
         }
         // A new container is refused (fail closed) with the one line, naming the problem;
         // root reads a mode-000 file, so that one still works.
-        let o = d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            "ovh",
-            "-v",
-            &volume,
-            "ovh-test:latest",
-            "/bin/sh",
-            "-c",
-            "true",
-        ]);
+        let o = d.docker_sh("ovh", &volume, "ovh-test:latest", "true");
         if what == "mode 000" {
             assert!(o.status.success(), "{what}: {}", stderr(&o));
         } else {
@@ -120,20 +107,7 @@ fn a_missing_runtime_is_named_in_one_line() {
     f.write_config("runtime = \"/nonexistent/runc-gone\"");
     let t = f.tenant("user-toto");
     let volume = format!("{}:/data", t.join("data").display());
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--runtime",
-        "ovh",
-        "-v",
-        &volume,
-        "ovh-test:latest",
-        "/bin/sh",
-        "-c",
-        "true",
-    ]);
+    let o = d.docker_sh("ovh", &volume, "ovh-test:latest", "true");
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
@@ -178,20 +152,7 @@ fn a_first_container_of_a_new_tenant_starts_and_its_output_is_the_apps() {
     let lt = chroot.join("etc/localtime");
     let volume = format!("{}:/etc/localtime", lt.display());
     let app = "echo app-line-1; test -f /etc/localtime && echo app-line-2";
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--runtime",
-        "ovh",
-        "-v",
-        &volume,
-        "ovh-test:latest",
-        "/bin/sh",
-        "-c",
-        app,
-    ]);
+    let o = d.docker_sh("ovh", &volume, "ovh-test:latest", app);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(
         out(&o),

@@ -86,22 +86,7 @@ fn docker_root_tenant_swapping_a_volume_never_exposes_the_host() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let volume = format!("{}:/v:ro", t.join("vol").display());
-    let victim = |d: &Daemons| {
-        d.docker(&[
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--runtime",
-            "ovh",
-            "-v",
-            &volume,
-            "ovh-race:latest",
-            "/bin/sh",
-            "-c",
-            VICTIM,
-        ])
-    };
+    let victim = |d: &Daemons| d.docker_sh("ovh", &volume, "ovh-race:latest", VICTIM);
     // Without pinning the race bites: the runtime mounts the host's /etc.
     f.write_config("runtime = \"runc\"\npin_sources = false");
     let bitten = (0..80).any(|_| exposed(&victim(&d).stdout));

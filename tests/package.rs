@@ -220,20 +220,12 @@ fn docker_gets_prepared_volumes_through_configure_docker() {
     d.import(&rootfs, "ovh-test:latest");
     let lt = t.join("etc/localtime");
     let v = format!("{}:/etc/localtime", lt.display());
-    let o = d.docker(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        "--runtime",
+    let o = d.docker_sh(
         "oci-volume",
-        "-v",
         &v,
         "ovh-test:latest",
-        "/bin/sh",
-        "-c",
         "test -f /etc/localtime && echo file-mounted",
-    ]);
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "file-mounted\n");
     assert!(is_file(&lt));

@@ -19,6 +19,18 @@ fn wrapper(f: &Fixture, cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `run ID` through the wrapper in bundle `b`, runc's state under `b/state`.
+fn wrapped_run(f: &Fixture, b: &Path, id: &str) -> Output {
+    let state = b.join("state");
+    wrapper(f, b, &["--root", state.to_str().unwrap(), "run", id])
+}
+
+/// What `runc run ID` alone prints in bundle `b` (it must succeed).
+fn runc_alone_prints(runc: &Path, b: &Path, id: &str, want: &str) {
+    let o = runc_run(runc, b, id);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), want, "{}", stderr(&o));
+}
+
 #[test]
 fn run_through_the_wrapper_with_plain_runc() {
     let Some(runc) = engine("wrapper_run", "runc") else {
@@ -43,12 +55,7 @@ fn run_through_the_wrapper_with_plain_runc() {
         Some(100000),
     );
     write_config_json(&b, &doc);
-    let state = b.join("state");
-    let o = wrapper(
-        &f,
-        &b,
-        &["--root", state.to_str().unwrap(), "run", "ovh-wrapped-1"],
-    );
+    let o = wrapped_run(&f, &b, "ovh-wrapped-1");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "v2\n");
     assert!(is_file(&t.join("etc/localtime")));
@@ -447,20 +454,9 @@ fn a_source_spelled_twice_is_refused_since_runc_would_mount_the_other() {
     std::fs::write(b.join("config.json"), &text).unwrap();
 
     // What runc alone does with it: mounts the host directory.
-    let o = runc_run(&runc, &b, "ovh-twice-0");
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "host\n",
-        "{}",
-        stderr(&o)
-    );
+    runc_alone_prints(&runc, &b, "ovh-twice-0", "host\n");
 
-    let state = b.join("state");
-    let o = wrapper(
-        &f,
-        &b,
-        &["--root", state.to_str().unwrap(), "run", "ovh-twice-1"],
-    );
+    let o = wrapped_run(&f, &b, "ovh-twice-1");
     let printed = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         printed, "",
@@ -478,7 +474,7 @@ fn a_source_spelled_twice_is_refused_since_runc_would_mount_the_other() {
         std::fs::read_to_string(b.join("config.json")).unwrap(),
         text
     );
-    assert!(!state.join("ovh-twice-1").exists(), "runc was not called");
+    assert!(!b.join("state/ovh-twice-1").exists(), "runc was not called");
 
     // The same document on podman's precreate stdin.
     let o = f.hook(&["precreate"], text.as_bytes());
@@ -620,20 +616,9 @@ fn a_source_below_an_earlier_mount_in_the_rootfs_is_refused_not_replaced() {
     write_config_json(&b, &doc);
 
     // runc alone: the second source is read through the first mount.
-    let o = runc_run(&runc, &b, "ovh-order-0");
-    assert_eq!(
-        String::from_utf8_lossy(&o.stdout),
-        "from vol\n",
-        "{}",
-        stderr(&o)
-    );
+    runc_alone_prints(&runc, &b, "ovh-order-0", "from vol\n");
 
-    let state = b.join("state");
-    let o = wrapper(
-        &f,
-        &b,
-        &["--root", state.to_str().unwrap(), "run", "ovh-order-1"],
-    );
+    let o = wrapped_run(&f, &b, "ovh-order-1");
     assert!(
         o.stdout.is_empty(),
         "{}",
@@ -648,5 +633,5 @@ fn a_source_below_an_earlier_mount_in_the_rootfs_is_refused_not_replaced() {
         ],
     );
     assert!(!rootfs.join("mnt/x").exists(), "the wrapper created it");
-    assert!(!state.join("ovh-order-1").exists(), "runc was not called");
+    assert!(!b.join("state/ovh-order-1").exists(), "runc was not called");
 }

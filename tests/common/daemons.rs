@@ -121,6 +121,24 @@ impl Daemons {
             .unwrap()
     }
 
+    /// `docker run --rm --network none --runtime RUNTIME -v VOLUME IMAGE /bin/sh -c SCRIPT`.
+    pub fn docker_sh(&self, runtime: &str, volume: &str, image: &str, script: &str) -> Output {
+        self.docker(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--runtime",
+            runtime,
+            "-v",
+            volume,
+            image,
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+    }
+
     pub fn ctr(&self, args: &[&str]) -> Output {
         Command::new(&self.ctr)
             .arg("--address")

@@ -249,8 +249,10 @@ pub fn run_plan(config: &Config, bundle: &Path, json: bool, out: &mut impl Write
         serde_json::to_writer_pretty(&mut *out, &out_doc)?;
         writeln!(out)?;
     } else {
+        // Tenant-chosen names are in these lines: no escape sequence or line break of theirs
+        // reaches the operator's terminal raw.
         for p in &plans {
-            writeln!(out, "{}", p.describe())?;
+            writeln!(out, "{}", logging::one_line(&p.describe()))?;
         }
     }
     Ok(ok)

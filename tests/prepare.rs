@@ -104,6 +104,31 @@ fn an_empty_directory_where_the_image_has_a_file_is_repaired() {
     assert_eq!(owner_of(&t.join("etc/localtime")), (100000, 100000));
 }
 
+/// `plan`'s lines name tenant-chosen paths: an escape sequence or a line break in a name
+/// reaches the operator's terminal escaped, one line a mount (on the code before, raw).
+#[test]
+fn plan_text_escapes_what_tenants_named() {
+    if !root_or_skip("plan_escapes") {
+        return;
+    }
+    let f = Fixture::new();
+    let t = f.tenant("user-toto");
+    let name = "\u{1b}]2;owned\u{7}\u{1b}[2J\nrepair /etc/shadow";
+    std::fs::create_dir_all(t.join(name)).unwrap();
+    let b = f.bundle("b");
+    let doc = doc_for(&b, vec![bind(&t.join(name), "/data", true)], None);
+    write_config_json(&b, &doc);
+    let plan = f.hook(&["plan", "--bundle", b.to_str().unwrap()], b"");
+    assert!(plan.status.success(), "{}", stderr(&plan));
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{7}'),
+        "{text:?}"
+    );
+    assert!(!text.lines().any(|l| l.starts_with("repair")), "{text:?}");
+    assert!(text.contains("\\u{1b}]2;owned"), "{text:?}");
+}
+
 #[test]
 fn a_non_empty_directory_is_refused_and_kept() {
     if !root_or_skip("non_empty") {

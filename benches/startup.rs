@@ -103,7 +103,9 @@ fn main() {
     ];
 
     // Container starts, all sources pinned, with this host's runc.
-    rows.extend(start_rows(&runc, &config, d, &rootfs, n_start));
+    // Starts through the build the packages ship (static) when there is one.
+    let shipped = Shipped::pick(static_bin.as_deref());
+    rows.extend(start_rows(&shipped, &runc, &config, d, &rootfs, n_start));
     // Preparation cost growth: 1 vs 256 prepared mounts.
     let doc = |n: usize| {
         let mounts: Vec<Value> = (0..n)
@@ -144,7 +146,14 @@ fn main() {
         unmount_below(d);
         let sid_config = d.join("config-sid.toml");
         write_config(&sid_config, d, &sid_runc);
-        rows.extend(start_rows(&sid_runc, &sid_config, d, &rootfs, n_start));
+        rows.extend(start_rows(
+            &shipped,
+            &sid_runc,
+            &sid_config,
+            d,
+            &rootfs,
+            n_start,
+        ));
     }
 
     unmount_below(d);
@@ -230,10 +239,42 @@ fn runc_version(runc: &Path) -> String {
     line.replace("runc version ", "runc ")
 }
 
+/// The wrapper binary the start rows run, and how it was built.
+struct Shipped {
+    bin: PathBuf,
+    build: &'static str,
+}
+
+impl Shipped {
+    fn pick(static_bin: Option<&Path>) -> Shipped {
+        match static_bin {
+            Some(bin) => Shipped {
+                bin: bin.to_path_buf(),
+                build: "static",
+            },
+            None => Shipped {
+                bin: PathBuf::from(WRAPPER),
+                build: "dynamic",
+            },
+        }
+    }
+
+    fn run(&self, args: &[&str], config: &Path, cwd: &Path) -> Command {
+        with_config(cmd(&self.bin, args), config, cwd)
+    }
+}
+
 /// Container starts with every source pinned, `runc` behind the wrapper: 32 and 256 volumes
 /// in directories only root can change, wrapper and plain runc, the four in one interleaved
 /// loop; then 32 in a directory the tenant owns.
-fn start_rows(runc: &Path, config: &Path, d: &Path, rootfs: &Path, n: usize) -> Vec<Row> {
+fn start_rows(
+    shipped: &Shipped,
+    runc: &Path,
+    config: &Path,
+    d: &Path,
+    rootfs: &Path,
+    n: usize,
+) -> Vec<Row> {
     let version = runc_version(runc);
     let tag: String = version.chars().filter(char::is_ascii_digit).collect();
     let tenant = d.join("containerdata/user-toto");
@@ -253,8 +294,9 @@ fn start_rows(runc: &Path, config: &Path, d: &Path, rootfs: &Path, n: usize) -> 
         c.current_dir(bundle);
         c
     };
-    let wrapped =
-        |bundle: &Path, side: &str| wrapper(&["--root", state, "run", &id(side)], config, bundle);
+    let wrapped = |bundle: &Path, side: &str| {
+        shipped.run(&["--root", state, "run", &id(side)], config, bundle)
+    };
     // One unmeasured run each prepares the sources (creation, ownership).
     for b in [&b32, &b256] {
         assert!(run(&mut wrapped(b, "prepare")), "preparing {}", b.display());
@@ -285,7 +327,7 @@ fn start_rows(runc: &Path, config: &Path, d: &Path, rootfs: &Path, n: usize) -> 
     // The wrapper's own work, runc aside: the same starts with `true` as the runtime.
     let true_config = d.join("config-true.toml");
     write_config(&true_config, d, Path::new("/bin/true"));
-    let own = |bundle: &Path| wrapper(&["--root", state, "run", "own"], &true_config, bundle);
+    let own = |bundle: &Path| shipped.run(&["--root", state, "run", "own"], &true_config, bundle);
     let t_own = compare_all(
         n,
         &mut [
@@ -296,7 +338,10 @@ fn start_rows(runc: &Path, config: &Path, d: &Path, rootfs: &Path, n: usize) -> 
     );
     vec![
         Row::goal(
-            format!("start, 32 race-free volumes, {version}: wrapper vs runc"),
+            format!(
+                "start, 32 race-free volumes, {version}: wrapper ({}) vs runc",
+                shipped.build
+            ),
             (t[0], t[1]),
             1.10,
         ),

@@ -240,6 +240,17 @@ pub struct InChroot {
     pub rel: PathBuf,
 }
 
+/// The names `path` walks through, in order (`/`, `.` and `..` left out: callers pass
+/// normalized paths).
+pub fn names(path: &Path) -> Vec<&OsStr> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Lexically normalizes an absolute host path: collapses `//`, `.` and a trailing `/`.
 /// `..` is refused rather than interpreted: on the host it would be resolved through
 /// symlinks the tenant controls.

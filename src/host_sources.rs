@@ -122,13 +122,7 @@ pub type Annotations = serde_json::Map<String, serde_json::Value>;
 
 /// Whether the normalized absolute `path` matches an entry.
 pub fn listed(patterns: &[HostPattern], path: &Path, annotations: &Annotations) -> bool {
-    let comps: Vec<&OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
+    let comps: Vec<&OsStr> = crate::chroot::names(path);
     patterns.iter().any(|p| p.matches(&comps, annotations))
 }
 

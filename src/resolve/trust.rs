@@ -3,7 +3,7 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat};
@@ -74,13 +74,7 @@ impl Root {
     /// [`chroot`](Self::chroot) with `path` resolved below `host`'s directory, whose trusted
     /// user stands for root. The root keeps `path` as given, for its messages.
     pub fn chroot_in(host: &Host, path: &Path, create: bool) -> Result<Chroot> {
-        let comps: Vec<&OsStr> = path
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(n) => Some(n),
-                _ => None,
-            })
-            .collect();
+        let comps: Vec<&OsStr> = crate::chroot::names(path);
         let mut shown = PathBuf::from("/");
         let mut cur: Option<OwnedFd> = None;
         for (i, name) in comps.iter().enumerate() {

@@ -3,24 +3,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
 use common::*;
 use serde_json::{Value, json};
 
 const ENABLED: &str = "io.oci-volume-hook.enabled";
-
-fn wrapper_run(f: &Fixture, bundle: &Path, id: &str) -> Output {
-    let state = bundle.join("state");
-    Command::new(wrapper_bin())
-        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
-        .args(["--root", state.to_str().unwrap(), "run", id])
-        .current_dir(bundle)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// A bundle running `script` with `mounts` and these annotations (besides the fixture's).
 fn bundle_with(

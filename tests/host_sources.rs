@@ -5,22 +5,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
 
 use common::*;
 use serde_json::Value;
-
-fn wrapper_run(f: &Fixture, bundle: &Path, id: &str) -> Output {
-    let state = bundle.join("state");
-    Command::new(wrapper_bin())
-        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
-        .args(["--root", state.to_str().unwrap(), "run", id])
-        .current_dir(bundle)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
 
 /// A bundle whose container runs `script` with `mounts`, in a user namespace.
 fn bundle(f: &Fixture, name: &str, script: &str, mounts: Vec<Value>) -> PathBuf {

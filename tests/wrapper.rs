@@ -19,12 +19,6 @@ fn wrapper(f: &Fixture, cwd: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// `run ID` through the wrapper in bundle `b`, runc's state under `b/state`.
-fn wrapped_run(f: &Fixture, b: &Path, id: &str) -> Output {
-    let state = b.join("state");
-    wrapper(f, b, &["--root", state.to_str().unwrap(), "run", id])
-}
-
 /// What `runc run ID` alone prints in bundle `b` (it must succeed).
 fn runc_alone_prints(runc: &Path, b: &Path, id: &str, want: &str) {
     let o = runc_run(runc, b, id);
@@ -55,7 +49,7 @@ fn run_through_the_wrapper_with_plain_runc() {
         Some(100000),
     );
     write_config_json(&b, &doc);
-    let o = wrapped_run(&f, &b, "ovh-wrapped-1");
+    let o = wrapper_run(&f, &b, "ovh-wrapped-1");
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "v2\n");
     assert!(is_file(&t.join("etc/localtime")));
@@ -456,7 +450,7 @@ fn a_source_spelled_twice_is_refused_since_runc_would_mount_the_other() {
     // What runc alone does with it: mounts the host directory.
     runc_alone_prints(&runc, &b, "ovh-twice-0", "host\n");
 
-    let o = wrapped_run(&f, &b, "ovh-twice-1");
+    let o = wrapper_run(&f, &b, "ovh-twice-1");
     let printed = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         printed, "",
@@ -618,7 +612,7 @@ fn a_source_below_an_earlier_mount_in_the_rootfs_is_refused_not_replaced() {
     // runc alone: the second source is read through the first mount.
     runc_alone_prints(&runc, &b, "ovh-order-0", "from vol\n");
 
-    let o = wrapped_run(&f, &b, "ovh-order-1");
+    let o = wrapper_run(&f, &b, "ovh-order-1");
     assert!(
         o.stdout.is_empty(),
         "{}",

@@ -315,6 +315,19 @@ pub fn write_config_json(bundle: &Path, doc: &Value) {
     .unwrap();
 }
 
+/// `run ID` through the wrapper in `bundle` with this fixture's config, runc's state under
+/// `bundle/state`; returns the output.
+pub fn wrapper_run(f: &Fixture, bundle: &Path, id: &str) -> Output {
+    let state = bundle.join("state");
+    Command::new(wrapper_bin())
+        .env("OCI_VOLUME_HOOK_CONFIG", f.config_path())
+        .args(["--root", state.to_str().unwrap(), "run", id])
+        .current_dir(bundle)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
 /// Runs `runc run` in `bundle` with a private state root; returns the output.
 pub fn runc_run(runc: &Path, bundle: &Path, id: &str) -> Output {
     let state = bundle.join("runc-state");

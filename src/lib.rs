@@ -22,7 +22,7 @@
 //!    `O_EXCL|O_NOFOLLOW`, `rmdir` of an empty directory, `fchownat` on the descriptor); each
 //!    plan comes back with the descriptor that was checked ([`prepare::Prepared`]).
 //! 5. [`staging::stage_private`] mounts a clone of each descriptor's mount
-//!    (open_tree/move_mount) at `<staging_dir>/<index>`;
+//!    (open_tree/move_mount) onto a slot, `<staging_dir>/@slots/d<n>` or `f<n>`;
 //!    [`sources::point_at`] edits config.json as a `serde_json::Value`
 //!    ([`spec::set_source`]); [`staging::show_config`] bind-mounts the edited document over
 //!    the bundle's config.json in that namespace only (the bundle's file is never written).

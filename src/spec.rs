@@ -37,8 +37,14 @@ fn parse(bytes: &[u8], what: &str, shape: &'static go_json::Shape) -> Result<Val
     })
 }
 
-fn read_bounded(mut input: impl Read, what: &str) -> Result<Vec<u8>> {
-    let mut buf = Vec::new();
+fn read_bounded(input: impl Read, what: &str) -> Result<Vec<u8>> {
+    read_bounded_sized(input, what, 0)
+}
+
+/// [`read_bounded`] into a buffer of `size_hint` bytes (the file's size: one `read` for the
+/// document, one for its end, instead of a dozen growing ones).
+fn read_bounded_sized(mut input: impl Read, what: &str, size_hint: u64) -> Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(size_hint.min(MAX_DOCUMENT) as usize + 1);
     input
         .by_ref()
         .take(MAX_DOCUMENT + 1)
@@ -102,7 +108,8 @@ pub fn read_bundle_config_file(bundle: &Path) -> Result<(Vec<u8>, FileId)> {
         bail!("{}: not a regular file", path.display());
     }
     let id = FileId::of(&fd)?;
-    let bytes = read_bounded(std::fs::File::from(fd), &path.display().to_string())?;
+    let what = path.display().to_string();
+    let bytes = read_bounded_sized(std::fs::File::from(fd), &what, st.st_size as u64)?;
     Ok((bytes, id))
 }
 

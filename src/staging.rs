@@ -6,10 +6,13 @@
 //!
 //! Two layouts, `<base>` (default `/run/oci-volume-hook`) being a private mount in the host's
 //! namespace so that nothing staged propagates anywhere:
-//! - the runtime wrapper: `<base>/<mount index>` on a tmpfs mounted over `<base>` inside a
-//!   mount namespace of the wrapper's own ([`stage_private`]). The runtime runs in it; when
-//!   the runtime exits the namespace and every staging mount go with it, whatever kills
-//!   whom: nothing is ever left on the host, and two invocations never share a path.
+//! - the runtime wrapper: `<base>/@slots/d<n>` (a directory) or `f<n>` (a file), mounted
+//!   onto inside a mount namespace of the wrapper's own ([`stage_private`]); the edited
+//!   config.json on a tmpfs at `<base>/@slots/config`. The runtime runs in that namespace;
+//!   when the runtime exits the namespace and every staging mount go with it, whatever kills
+//!   whom: no mount is ever left on the host, and no invocation sees another's mounts. The
+//!   slots themselves are empty placeholders kept between starts (making one on each start
+//!   was the largest single cost of the wrapper's own work); only root can reach them.
 //! - podman's precreate hook, whose runtime runs in the host's namespace:
 //!   `<base>/<key>/<mount index>` ([`stage`]), taken away at poststop or swept later.
 
@@ -28,7 +31,7 @@ use crate::resolve::Kind;
 use crate::spec::FileId;
 
 /// The name of one container's staging directory under the base: no `/`, not `.` or `..`,
-/// no NUL, 1 to 200 bytes. Checked once, where the name comes in (a container id, a
+/// no NUL, not starting with `@` (the tool's own lasting entries, [`SLOTS`]), 1 to 200 bytes. Checked once, where the name comes in (a container id, a
 /// precreate key, a directory read back); the staging functions take nothing else.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key(String);
@@ -41,6 +44,7 @@ impl Key {
             || key == "."
             || key == ".."
             || key.contains('\0')
+            || key.starts_with('@')
         {
             bail!("{key:?} cannot name a staging directory");
         }
@@ -95,24 +99,71 @@ pub fn stage(
     staged
 }
 
+/// The wrapper's placeholders under the base (see the module's text): `@` is in no
+/// container id or precreate key.
+pub const SLOTS: &str = "@slots";
+
 /// In a mount namespace of the caller's own (see [`private_namespace`]): mounts a tmpfs
-/// over `base` with room for `room` bytes of files (the edited config.json), then
-/// bind-mounts each pin at `<base>/<index>`.
+/// with room for `room` bytes (the edited config.json) at `<base>/@slots/config`, then
+/// bind-mounts each pin onto a slot of its kind.
 pub fn stage_private(
     base: &Path,
     pins: &[(usize, &OwnedFd, Kind)],
     room: usize,
 ) -> Result<Vec<(usize, PathBuf)>> {
+    let dir = base.join(SLOTS);
+    let at = open_slots(&dir)?;
     let size = format!("mode=0700,size={}k", 64 + room.div_ceil(1024));
+    let doc_dir = dir.join("config");
+    slot(&at, "config", Kind::Dir).with_context(|| format!("creating {}", doc_dir.display()))?;
     mount(
         Some("tmpfs"),
-        base,
+        &doc_dir,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         Some(size.as_str()),
     )
-    .with_context(|| format!("mounting a private tmpfs on {}", base.display()))?;
-    mount_all(base, pins)
+    .with_context(|| format!("mounting a private tmpfs on {}", doc_dir.display()))?;
+    let mut staged = Vec::with_capacity(pins.len());
+    for (n, (index, fd, kind)) in pins.iter().enumerate() {
+        let name = format!("{}{n}", if *kind == Kind::Dir { 'd' } else { 'f' });
+        let target = dir.join(&name);
+        // Attached first: a slot made by an earlier start is there (one call, no mkdirat).
+        let attached = match attach(fd, &at, &name) {
+            Err(rustix::io::Errno::NOENT) => {
+                slot(&at, &name, *kind).and_then(|()| attach(fd, &at, &name))
+            }
+            other => other,
+        };
+        attached.with_context(|| {
+            format!("bind-mounting the checked source onto {}", target.display())
+        })?;
+        staged.push((*index, target));
+    }
+    Ok(staged)
+}
+
+/// `<base>/@slots`, made root's 0700 if missing (the base is root's 0700: only root can have
+/// put anything there), never through a symlink.
+fn open_slots(dir: &Path) -> Result<OwnedFd> {
+    match rustix::fs::mkdir(dir, rustix::fs::Mode::RWXU) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
+    }
+    open(
+        dir,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", dir.display()))
+}
+
+/// [`placeholder`], when another start has not just made it.
+fn slot(at: &OwnedFd, name: &str, kind: Kind) -> rustix::io::Result<()> {
+    match placeholder(at, name, kind) {
+        Err(rustix::io::Errno::EXIST) => Ok(()),
+        other => other,
+    }
 }
 
 /// Moves the calling process into a mount namespace of its own, after making sure `base`
@@ -142,13 +193,13 @@ fn make_private(base: &Path) -> Result<()> {
 }
 
 /// Shows the runtime `doc` as `<bundle>/config.json`, in this mount namespace only (see
-/// [`private_namespace`]; after [`stage_private`]): the document is written to
-/// `<base>/config.json` and bind-mounted over the bundle's file, which is never written.
+/// [`private_namespace`]; after [`stage_private`]): the document is written to the tmpfs at
+/// `<base>/@slots/config` and bind-mounted over the bundle's file, which is never written.
 /// Two creates of one bundle each see their own document, and a wrapper killed at any
 /// moment leaves the bundle as the engine wrote it. `read` is the file the document was read
 /// from: the mount goes onto that very inode, or nowhere.
 pub fn show_config(base: &Path, bundle: &Path, doc: &[u8], read: FileId) -> Result<()> {
-    let staged = base.join("config.json");
+    let staged = base.join(SLOTS).join("config/config.json");
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -429,11 +480,28 @@ mod tests {
 
     #[test]
     fn a_key_is_one_plain_name() {
-        for bad in ["", ".", "..", "a/b", "/", "a\0b", &"k".repeat(201)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/",
+            "a\0b",
+            SLOTS,
+            "@x",
+            &"k".repeat(201),
+        ] {
             let err = Key::new(bad).unwrap_err().to_string();
             assert_eq!(err, format!("{bad:?} cannot name a staging directory"));
         }
-        for good in ["abc", "...", ".hidden", "precreate-x-12", &"k".repeat(200)] {
+        for good in [
+            "abc",
+            "...",
+            ".hidden",
+            "a@b",
+            "precreate-x-12",
+            &"k".repeat(200),
+        ] {
             assert_eq!(Key::new(good).unwrap().as_str(), good);
         }
         assert_eq!(

@@ -489,12 +489,18 @@ fn staging_leftovers_are_reported_with_the_command_that_sweeps_them() {
     let key = staging.join("killed-1");
     std::fs::create_dir(&key).unwrap();
     std::fs::create_dir(key.join("3")).unwrap();
+    // The tool's own lasting entries are no leftovers, however old.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for own in ["@slots", "@runtime-features"] {
+        std::fs::create_dir(staging.join(own)).unwrap();
+        let dir = std::fs::File::open(staging.join(own)).unwrap();
+        dir.set_modified(old).unwrap();
+    }
     assert_eq!(
         n.check("staging").0,
         "ok",
         "a fresh key may be a create in progress"
     );
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
     std::fs::File::open(&key)
         .unwrap()
         .set_modified(old)
@@ -502,6 +508,7 @@ fn staging_leftovers_are_reported_with_the_command_that_sweeps_them() {
     let (verdict, summary, fix) = n.check("staging");
     assert_eq!(verdict, "warn", "{summary}");
     assert!(summary.contains("killed-1"), "{summary}");
+    assert!(!summary.contains('@'), "{summary}");
     // The command it prints does sweep them.
     let fix = fix.replace(
         "oci-volume-hook --config",

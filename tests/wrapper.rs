@@ -629,3 +629,72 @@ fn a_source_below_an_earlier_mount_in_the_rootfs_is_refused_not_replaced() {
     assert!(!rootfs.join("mnt/x").exists(), "the wrapper created it");
     assert!(!b.join("state/ovh-order-1").exists(), "runc was not called");
 }
+
+/// The wrapper's placeholders (`<staging>/@slots`) outlive a start, empty and unmounted on
+/// the host; the next start reuses them (no new entry); a slot root replaced by a symlink to
+/// a host directory is never followed: the start fails naming the slot, and the directory
+/// gets no mount and no change.
+#[test]
+fn slots_stay_empty_on_the_host_and_a_planted_link_is_not_followed() {
+    let Some(runc) = engine("wrapper_slots", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!("runtime = \"{}\"", runc.display()));
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("data")).unwrap();
+    std::fs::write(t.join("data/hello"), "hi\n").unwrap();
+    std::fs::write(t.join("zone"), "UTC\n").unwrap();
+    let b = f.bundle("b");
+    let doc = runc_config(
+        "cat /data/hello /etc/zone",
+        vec![
+            bind(&t.join("data"), "/data", false),
+            bind(&t.join("zone"), "/etc/zone", true),
+        ],
+        None,
+    );
+    write_config_json(&b, &doc);
+    let slots = f.staging().join("@slots");
+    let names = || {
+        let mut v: Vec<String> = std::fs::read_dir(&slots)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for id in ["ovh-slots-1", "ovh-slots-2"] {
+        let o = wrapper_run(&f, &b, id);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\nUTC\n");
+        assert_eq!(names(), ["config", "d0", "f1"]);
+        assert!(
+            only_placeholders(&slots),
+            "a slot is not an empty placeholder"
+        );
+        assert_eq!(f.staging_left(), (vec![], vec![]));
+    }
+    // Root's own directory: only root could plant this, and it still must not be followed.
+    let victim = f.path().join("victim");
+    std::fs::create_dir_all(&victim).unwrap();
+    std::fs::remove_dir(slots.join("d0")).unwrap();
+    std::os::unix::fs::symlink(&victim, slots.join("d0")).unwrap();
+    let before = snapshot(&victim);
+    let o = wrapper_run(&f, &b, "ovh-slots-3");
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("oci-volume-runtime: ")
+            && err.trim_end().lines().count() == 1
+            && err.contains("@slots/d0"),
+        "{err}"
+    );
+    assert_eq!(snapshot(&victim), before);
+    assert!(mounts_below(&victim).is_empty());
+    assert!(
+        mounts_below(&f.staging())
+            .iter()
+            .all(|m| Path::new(m) == f.staging())
+    );
+}

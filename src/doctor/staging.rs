@@ -71,6 +71,10 @@ fn leftovers(dir: &Path, mount: &str, opts: &Options, r: &mut Report) {
     let (mut stale, mut podman) = (Vec::new(), 0);
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        // The tool's own lasting entries (`@slots`, `@runtime-features`): no key has an `@`.
+        if name.starts_with('@') {
+            continue;
+        }
         if name.starts_with("precreate-") {
             podman += 1;
             continue;

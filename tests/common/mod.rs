@@ -117,11 +117,16 @@ impl Fixture {
     pub fn staging(&self) -> PathBuf {
         self.path().join("staging")
     }
-    /// What is left under the staging directory: (entries, mounts).
+    /// What is left under the staging directory: (entries, mounts). The wrapper's slots
+    /// (`@slots`) are kept between starts: they count as left unless each is an empty
+    /// directory or empty file of root's.
     pub fn staging_left(&self) -> (Vec<PathBuf>, Vec<String>) {
         let entries = std::fs::read_dir(self.staging())
-            .map(|d| d.map(|e| e.unwrap().path()).collect())
-            .unwrap_or_default();
+            .map(|d| d.map(|e| e.unwrap().path()).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| !(p.ends_with("@slots") && only_placeholders(p)))
+            .collect();
         (
             entries,
             mounts_below(&self.staging())
@@ -158,6 +163,18 @@ impl Drop for Fixture {
 }
 
 /// Mount points at or below `dir`, deepest first.
+/// Whether `dir` holds nothing but empty directories and empty files of root's.
+pub fn only_placeholders(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let empty = |p: &Path| match std::fs::symlink_metadata(p) {
+        Ok(md) if md.uid() != 0 => false,
+        Ok(md) if md.is_file() => md.len() == 0,
+        Ok(md) if md.is_dir() => std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()),
+        _ => false,
+    };
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.all(|e| empty(&e.unwrap().path())))
+}
+
 pub fn mounts_below(dir: &Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let mut points: Vec<String> = info

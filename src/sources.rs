@@ -22,6 +22,8 @@ pub struct Pinned {
 pub struct Outcome {
     pub plans: Vec<MountPlan>,
     pub pins: Vec<Pinned>,
+    /// `doc` was changed (a source rewritten, an idmap added).
+    pub edited: bool,
 }
 
 /// Prepares the sources of `doc`. Sources that are not pinned and were reached through a
@@ -39,6 +41,7 @@ pub fn prepare(
     let mut outcome = Outcome {
         plans: Vec::new(),
         pins: Vec::new(),
+        edited: false,
     };
     for Prepared { plan, node } in preparer.prepare()? {
         let pin = match (&node, plan.in_chroot(), config.pin_sources) {
@@ -51,6 +54,7 @@ pub fn prepare(
             .is_some_and(|m| m.idmap.as_ref().is_some_and(|i| i.by == IdmapBy::Ownership))
         {
             spec::add_idmap(doc, plan.index).with_context(|| plan.name())?;
+            outcome.edited = true;
         }
         let resolved = plan.in_chroot().and_then(|m| m.resolved_source.as_ref());
         match (node, resolved) {
@@ -60,6 +64,7 @@ pub fn prepare(
             }),
             (_, Some(resolved)) => {
                 spec::set_source(doc, plan.index, resolved).with_context(|| plan.name())?;
+                outcome.edited = true;
                 tracing::info!(
                     "{}: source rewritten to {}",
                     plan.name(),

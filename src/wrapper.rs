@@ -125,7 +125,6 @@ fn prepare_bundle(config: &Config, inv: &Invocation, runtime: &Path) -> Result<(
     };
     let (bytes, read) = spec::read_bundle_config_file(&bundle)?;
     let mut doc = spec::parse_config(&bytes, &bundle.join("config.json"))?;
-    let before = doc.clone();
     let base = &config.staging_dir;
     // Descriptors can only be bind-mounted in the namespace they were opened in: move first.
     let view = spec::View::of(&doc, &bundle)?;
@@ -134,7 +133,7 @@ fn prepare_bundle(config: &Config, inv: &Invocation, runtime: &Path) -> Result<(
         staging::private_namespace(base)?;
     }
     let prepared = sources::prepare(config, &view, &mut doc, Some(runtime))?;
-    if prepared.pins.is_empty() && doc == before {
+    if prepared.pins.is_empty() && !prepared.edited {
         return Ok(());
     }
     if !moved {

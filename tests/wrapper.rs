@@ -698,3 +698,41 @@ fn slots_stay_empty_on_the_host_and_a_planted_link_is_not_followed() {
             .all(|m| Path::new(m) == f.staging())
     );
 }
+
+/// With nothing pinned (`when-changeable`, every directory root's), a source reached through
+/// a tenant's absolute symlink is still handed to runc as its path inside the chroot: the
+/// wrapper shows runc the edited document although it stages nothing.
+#[test]
+fn an_unpinned_source_through_a_link_reaches_runc_rewritten() {
+    let Some(runc) = engine("wrapper_rewrite", "runc") else {
+        return;
+    };
+    let f = Fixture::new();
+    f.write_config(&format!(
+        "runtime = \"{}\"\npin_sources = \"when-changeable\"",
+        runc.display()
+    ));
+    let t = f.tenant("user-toto");
+    std::fs::create_dir_all(t.join("releases/v2")).unwrap();
+    std::fs::write(t.join("releases/v2/VERSION"), "v2 in the chroot\n").unwrap();
+    // On the host this link names /releases/v2, which is not the tenant's.
+    std::os::unix::fs::symlink("/releases/v2", t.join("current")).unwrap();
+    let b = f.bundle("b");
+    let doc = runc_config(
+        "cat /data/VERSION",
+        vec![bind(&t.join("current"), "/data", true)],
+        None,
+    );
+    write_config_json(&b, &doc);
+    let o = wrapper_run(&f, &b, "ovh-rewrite-1");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "v2 in the chroot\n");
+    assert!(f.log().contains("source rewritten to"), "{}", f.log());
+    // Nothing pinned: the only slot is the edited document's.
+    let slots: Vec<_> = std::fs::read_dir(f.staging().join("@slots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(slots, ["config"]);
+    assert_eq!(f.staging_left(), (vec![], vec![]));
+}

@@ -656,19 +656,11 @@ fn slots_stay_empty_on_the_host_and_a_planted_link_is_not_followed() {
     );
     write_config_json(&b, &doc);
     let slots = f.staging().join("@slots");
-    let names = || {
-        let mut v: Vec<String> = std::fs::read_dir(&slots)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    };
     for id in ["ovh-slots-1", "ovh-slots-2"] {
         let o = wrapper_run(&f, &b, id);
         assert!(o.status.success(), "{}", stderr(&o));
         assert_eq!(String::from_utf8_lossy(&o.stdout), "hi\nUTC\n");
-        assert_eq!(names(), ["config", "d0", "f1"]);
+        assert_eq!(entry_names(&slots), ["config", "d0", "f1"]);
         assert!(
             only_placeholders(&slots),
             "a slot is not an empty placeholder"
@@ -729,10 +721,6 @@ fn an_unpinned_source_through_a_link_reaches_runc_rewritten() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "v2 in the chroot\n");
     assert!(f.log().contains("source rewritten to"), "{}", f.log());
     // Nothing pinned: the only slot is the edited document's.
-    let slots: Vec<_> = std::fs::read_dir(f.staging().join("@slots"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(slots, ["config"]);
+    assert_eq!(entry_names(&f.staging().join("@slots")), ["config"]);
     assert_eq!(f.staging_left(), (vec![], vec![]));
 }

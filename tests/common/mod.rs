@@ -163,6 +163,16 @@ impl Drop for Fixture {
 }
 
 /// Mount points at or below `dir`, deepest first.
+/// The names in `dir`, sorted.
+pub fn entry_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Whether `dir` holds nothing but empty directories and empty files of root's.
 pub fn only_placeholders(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;

@@ -557,3 +557,58 @@ fn is_empty_dir(f: &Found) -> Result<bool, Refusal> {
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::View;
+
+    /// Which earlier mount covers each bind's source, for one container: only sources in the
+    /// rootfs, only earlier mounts (binds or not), the first of several, by whole
+    /// components, and a destination already spelled as the host path.
+    #[test]
+    fn covering_mount_is_the_first_earlier_mount_over_a_source_in_the_rootfs() {
+        let doc = serde_json::json!({
+            "root": {"path": "/b/rootfs"},
+            "mounts": [
+                {"destination": "/mnt", "type": "bind", "source": "/c/t/vol", "options": ["rbind"]},
+                {"destination": "/run", "type": "tmpfs", "source": "tmpfs"},
+                {"destination": "/final", "type": "bind", "source": "/b/rootfs/mnt/x", "options": ["rbind"]},
+                {"destination": "/y", "type": "bind", "source": "/b/rootfs/run/y", "options": ["rbind"]},
+                {"destination": "/s", "type": "bind", "source": "/b/rootfs/srv/a", "options": ["rbind"]},
+                {"destination": "/srv", "type": "bind", "source": "/c/t/srv", "options": ["rbind"]},
+                {"destination": "/m2", "type": "bind", "source": "/b/rootfs/mntx/a", "options": ["rbind"]},
+                {"destination": "/b/rootfs/opt", "type": "bind", "source": "/c/t/opt", "options": ["rbind"]},
+                {"destination": "/o", "type": "bind", "source": "/b/rootfs/opt/k", "options": ["rbind"]},
+                {"destination": "/mnt/x/deeper", "type": "bind", "source": "/c/t/d", "options": ["rbind"]},
+                {"destination": "/z", "type": "bind", "source": "/b/rootfs/mnt/x/deeper/f", "options": ["rbind"]},
+                {"destination": "/h", "type": "bind", "source": "/c/t/mnt/x", "options": ["rbind"]}
+            ]
+        });
+        let view = View::of(&doc, Path::new("/b")).unwrap();
+        let config = crate::config::Config::default();
+        let preparer = Preparer::new(&config, &view, Caller::Rewrite);
+        let covering: Vec<(usize, Option<PathBuf>)> = view
+            .binds
+            .iter()
+            .map(|b| (b.index, preparer.covering_mount(b)))
+            .collect();
+        let p = |s: &str| Some(PathBuf::from(s));
+        assert_eq!(
+            covering,
+            [
+                (0, None),               // not in the rootfs
+                (2, p("/mnt")),          // below the first mount
+                (3, p("/run")),          // below a tmpfs, not only binds
+                (4, None),               // /srv is mounted later, not earlier
+                (5, None),               // not in the rootfs
+                (6, None),               // mntx is not below mnt: whole components
+                (7, None),               // not in the rootfs
+                (8, p("/b/rootfs/opt")), // the destination spelled as the host path
+                (9, None),               // not in the rootfs
+                (10, p("/mnt")),         // several cover it: the first one
+                (11, None),              // a chroot path that merely looks alike
+            ]
+        );
+    }
+}

@@ -80,13 +80,10 @@ pub fn rewrite(
     if prepared.pins.is_empty() {
         return Ok((prepared.plans, false));
     }
-    let pins: Vec<_> = prepared
-        .pins
-        .iter()
-        .map(|p| (p.index, &p.node.fd, p.node.kind))
-        .collect();
+    let pins = prepared.staging_pins();
+    let name = |index| prepared.name_of(index);
     let dir = config.staging_dir.join(stage_key);
-    let staged = staging::stage(&config.staging_dir, stage_key, &pins)
+    let staged = staging::stage(&config.staging_dir, stage_key, &pins, &name)
         .with_context(|| format!("staging {}", dir.display()))?;
     sources::point_at(doc, &staged, &dir)?;
     Ok((prepared.plans, true))

@@ -2,6 +2,7 @@
 //! prepare every source of a container, decide which are pinned, and point config.json at
 //! what was prepared.
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -9,7 +10,7 @@ use serde_json::Value;
 
 use crate::config::{Config, Pin};
 use crate::prepare::{Caller, IdmapBy, MountPlan, Prepared, Preparer};
-use crate::resolve::Node;
+use crate::resolve::{Kind, Node};
 use crate::spec::{self, View};
 
 /// One checked source the runtime must be handed as a mount of this very inode.
@@ -24,6 +25,24 @@ pub struct Outcome {
     pub pins: Vec<Pinned>,
     /// `doc` was changed (a source rewritten, an idmap added).
     pub edited: bool,
+}
+
+impl Outcome {
+    /// What the staging functions take: each pin's mount index, descriptor and kind.
+    pub fn staging_pins(&self) -> Vec<(usize, &OwnedFd, Kind)> {
+        self.pins
+            .iter()
+            .map(|p| (p.index, &p.node.fd, p.node.kind))
+            .collect()
+    }
+
+    /// The name of the mount at `index` (`mount DEST (source SRC)`), for an error line.
+    pub fn name_of(&self, index: usize) -> String {
+        self.plans
+            .iter()
+            .find(|p| p.index == index)
+            .map_or_else(|| format!("mounts[{index}]"), MountPlan::name)
+    }
 }
 
 /// Prepares the sources of `doc`. Sources that are not pinned and were reached through a

@@ -74,6 +74,7 @@ pub fn stage(
     base: &Path,
     key: &Key,
     pins: &[(usize, &OwnedFd, Kind)],
+    name: &dyn Fn(usize) -> String,
 ) -> Result<Vec<(usize, PathBuf)>> {
     let _lock = prepare_base(base)?;
     let dir = base.join(key);
@@ -92,7 +93,7 @@ pub fn stage(
         None::<&str>,
     )
     .with_context(|| format!("bind-mounting {} onto itself", dir.display()))?;
-    let staged = mount_all(&dir, pins);
+    let staged = mount_all(&dir, pins, name);
     if staged.is_err() {
         let _ = remove(&dir); // all or nothing
     }
@@ -109,13 +110,15 @@ pub const SLOTS: &str = "@slots";
 pub fn stage_private(
     base: &Path,
     pins: &[(usize, &OwnedFd, Kind)],
+    name: &dyn Fn(usize) -> String,
     room: usize,
 ) -> Result<Vec<(usize, PathBuf)>> {
     let dir = base.join(SLOTS);
     let at = open_slots(&dir)?;
     let size = format!("mode=0700,size={}k", 64 + room.div_ceil(1024));
     let doc_dir = dir.join("config");
-    slot(&at, "config", Kind::Dir).with_context(|| format!("creating {}", doc_dir.display()))?;
+    make_slot(&at, "config", Kind::Dir)
+        .with_context(|| format!("creating {}", doc_dir.display()))?;
     mount(
         Some("tmpfs"),
         &doc_dir,
@@ -126,17 +129,21 @@ pub fn stage_private(
     .with_context(|| format!("mounting a private tmpfs on {}", doc_dir.display()))?;
     let mut staged = Vec::with_capacity(pins.len());
     for (n, (index, fd, kind)) in pins.iter().enumerate() {
-        let name = format!("{}{n}", if *kind == Kind::Dir { 'd' } else { 'f' });
-        let target = dir.join(&name);
+        let slot = format!("{}{n}", if *kind == Kind::Dir { 'd' } else { 'f' });
+        let target = dir.join(&slot);
         // Attached first: a slot made by an earlier start is there (one call, no mkdirat).
-        let attached = match attach(fd, &at, &name) {
+        let attached = match attach(fd, &at, &slot) {
             Err(rustix::io::Errno::NOENT) => {
-                slot(&at, &name, *kind).and_then(|()| attach(fd, &at, &name))
+                make_slot(&at, &slot, *kind).and_then(|()| attach(fd, &at, &slot))
             }
             other => other,
         };
         attached.with_context(|| {
-            format!("bind-mounting the checked source onto {}", target.display())
+            let mount = name(*index);
+            format!(
+                "{mount}: bind-mounting the checked source onto {}",
+                target.display()
+            )
         })?;
         staged.push((*index, target));
     }
@@ -146,20 +153,21 @@ pub fn stage_private(
 /// `<base>/@slots`, made root's 0700 if missing (the base is root's 0700: only root can have
 /// put anything there), never through a symlink.
 fn open_slots(dir: &Path) -> Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // Opened first: after the first start it is there (one call, no mkdir).
+    match open(dir, flags, Mode::empty()) {
+        Err(Errno::ENOENT) => {}
+        opened => return opened.with_context(|| format!("opening {}", dir.display())),
+    }
     match rustix::fs::mkdir(dir, rustix::fs::Mode::RWXU) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => return Err(e).with_context(|| format!("creating {}", dir.display())),
     }
-    open(
-        dir,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .with_context(|| format!("opening {}", dir.display()))
+    open(dir, flags, Mode::empty()).with_context(|| format!("opening {}", dir.display()))
 }
 
 /// [`placeholder`], when another start has not just made it.
-fn slot(at: &OwnedFd, name: &str, kind: Kind) -> rustix::io::Result<()> {
+fn make_slot(at: &OwnedFd, name: &str, kind: Kind) -> rustix::io::Result<()> {
     match placeholder(at, name, kind) {
         Err(rustix::io::Errno::EXIST) => Ok(()),
         other => other,
@@ -306,7 +314,11 @@ pub fn sweep_older_than(base: &Path, prefix: &str, age: std::time::Duration) -> 
     Ok(swept)
 }
 
-fn mount_all(dir: &Path, pins: &[(usize, &OwnedFd, Kind)]) -> Result<Vec<(usize, PathBuf)>> {
+fn mount_all(
+    dir: &Path,
+    pins: &[(usize, &OwnedFd, Kind)],
+    name: &dyn Fn(usize) -> String,
+) -> Result<Vec<(usize, PathBuf)>> {
     // Placeholders and mounts go by name relative to the directory's descriptor, and each
     // checked descriptor is cloned with open_tree(2) and attached with move_mount(2): no path
     // walk from `/` and no /proc magic-link lookup per source (together about half of a
@@ -319,11 +331,15 @@ fn mount_all(dir: &Path, pins: &[(usize, &OwnedFd, Kind)]) -> Result<Vec<(usize,
     .with_context(|| format!("opening {}", dir.display()))?;
     let mut staged = Vec::with_capacity(pins.len());
     for (index, fd, kind) in pins {
-        let name = index.to_string();
-        let target = dir.join(&name);
-        placeholder(&at, &name, *kind).with_context(|| format!("creating {}", target.display()))?;
-        attach(fd, &at, &name).with_context(|| {
-            format!("bind-mounting the checked source onto {}", target.display())
+        let slot = index.to_string();
+        let target = dir.join(&slot);
+        placeholder(&at, &slot, *kind).with_context(|| format!("creating {}", target.display()))?;
+        attach(fd, &at, &slot).with_context(|| {
+            let mount = name(*index);
+            format!(
+                "{mount}: bind-mounting the checked source onto {}",
+                target.display()
+            )
         })?;
         staged.push((*index, target));
     }

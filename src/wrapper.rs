@@ -139,12 +139,9 @@ fn prepare_bundle(config: &Config, inv: &Invocation, runtime: &Path) -> Result<(
     if !moved {
         staging::private_namespace(base)?;
     }
-    let pins: Vec<_> = prepared
-        .pins
-        .iter()
-        .map(|p| (p.index, &p.node.fd, p.node.kind))
-        .collect();
-    let staged = staging::stage_private(base, &pins, bytes.len())?;
+    let pins = prepared.staging_pins();
+    let name = |index| prepared.name_of(index);
+    let staged = staging::stage_private(base, &pins, &name, bytes.len())?;
     sources::point_at(&mut doc, &staged, base)?;
     let edited = serde_json::to_vec(&doc)?;
     staging::show_config(base, &bundle, &edited, read)

@@ -52,6 +52,19 @@ impl Fake {
     }
 }
 
+/// As root: a fixture, its fake runtime and bundle, after a first start that succeeded
+/// (the runtime said yes); `None` (skipped) otherwise.
+fn started(name: &str) -> Option<(Fixture, Fake, PathBuf)> {
+    if !root_or_skip(name) {
+        return None;
+    }
+    let f = Fixture::new();
+    let fake = Fake::new(&f);
+    let b = setup(&f, &fake);
+    assert!(start(&f, &b).1);
+    Some((f, fake, b))
+}
+
 /// A fixture with `ownership = "idmap"` over `fake`, and a bundle whose user-namespaced
 /// container mounts a volume of a chroot.
 fn setup(f: &Fixture, fake: &Fake) -> PathBuf {
@@ -105,13 +118,9 @@ fn kept(f: &Fixture) -> PathBuf {
 #[test]
 fn features_are_asked_once_per_runtime_binary() {
     // Fails on the code before the cache: `features` was asked at every start.
-    if !root_or_skip("features_once") {
+    let Some((f, fake, b)) = started("features_once") else {
         return;
-    }
-    let f = Fixture::new();
-    let fake = Fake::new(&f);
-    let b = setup(&f, &fake);
-    assert!(start(&f, &b).1);
+    };
     assert_eq!(fake.asked(), 1);
     // The binary is the same: its kept answer is used, whatever it would say now.
     fake.says(false);
@@ -143,13 +152,9 @@ type Plant<'a> = (&'static str, Box<dyn Fn() + 'a>);
 
 #[test]
 fn a_kept_answer_anyone_but_root_could_have_written_is_not_believed() {
-    if !root_or_skip("features_planted") {
+    let Some((f, fake, b)) = started("features_planted") else {
         return;
-    }
-    let f = Fixture::new();
-    let fake = Fake::new(&f);
-    let b = setup(&f, &fake);
-    assert!(start(&f, &b).1);
+    };
     let copy = kept(&f);
     // A copy that says yes for this very binary, planted in ways root's own never is; the
     // runtime now says no, and each start must hear it from the runtime.
@@ -208,13 +213,9 @@ fn a_kept_answer_anyone_but_root_could_have_written_is_not_believed() {
 
 #[test]
 fn a_stale_or_unreadable_copy_means_asking_the_runtime() {
-    if !root_or_skip("features_stale") {
+    let Some((f, fake, b)) = started("features_stale") else {
         return;
-    }
-    let f = Fixture::new();
-    let fake = Fake::new(&f);
-    let b = setup(&f, &fake);
-    assert!(start(&f, &b).1);
+    };
     let copy = kept(&f);
     fake.says(false);
     // Another binary's answer (the first line names what it belongs to).

@@ -679,7 +679,8 @@ fn slots_stay_empty_on_the_host_and_a_planted_link_is_not_followed() {
     assert!(
         err.starts_with("oci-volume-runtime: ")
             && err.trim_end().lines().count() == 1
-            && err.contains("@slots/d0"),
+            && err.contains("@slots/d0")
+            && err.contains("mount /data (source "),
         "{err}"
     );
     assert_eq!(snapshot(&victim), before);
